@@ -1,0 +1,40 @@
+"""Channels. Each module here is one channel behind the `publishers.base.Publisher` interface.
+
+Built-in channels are registered as entry points in pyproject.toml (group `rongmei.publishers`), the same
+way a third-party package adds one, so there is exactly one registration path. A channel that fails to load
+is reported by `load_publishers`, not fatal to the others.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+from publishers.base import Publisher
+
+log = logging.getLogger(__name__)
+GROUP = "rongmei.publishers"
+
+
+@dataclass
+class Registry:
+    publishers: dict[str, type[Publisher]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # channel name -> why it could not load
+
+
+def load_publishers(extra: dict[str, type[Publisher]] | None = None) -> Registry:
+    registry = Registry()
+    for ep in entry_points(group=GROUP):
+        try:
+            cls = ep.load()
+        except Exception as exc:  # a broken plugin must not take the other channels down with it
+            registry.errors[ep.name] = f"{type(exc).__name__}: {exc}"
+            log.warning("channel %s could not be loaded: %s", ep.name, exc)
+            continue
+        if not (isinstance(cls, type) and issubclass(cls, Publisher)):
+            registry.errors[ep.name] = f"{ep.value} is not a Publisher subclass"
+            continue
+        registry.publishers[ep.name] = cls
+    registry.publishers.update(extra or {})
+    return registry

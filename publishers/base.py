@@ -1,0 +1,100 @@
+"""The one small interface every channel implements.
+
+A channel is one module in this package with one `Publisher` subclass. It receives a `Release` (the exact
+approved version and its renditions) and answers with a `Receipt` that the publish flow stores on the
+delivery record. Rendering for the channel and delivery to it both live in that module, so a newcomer finds
+a channel's whole code in one file.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rongmei.errors import PublishError
+from rongmei.model import ItemMeta
+from rongmei.settings import Settings
+
+__all__ = ["Capabilities", "Correction", "PublishError", "Publisher", "Receipt", "Release"]
+
+
+class Correction(StrEnum):
+    """How a channel carries a correction (更正) of something it already has."""
+
+    in_place = "in_place"  # the published thing is updated where it is (web page, playlist entry)
+    new_article = "new_article"  # cannot edit: a new piece links the original (WeChat)
+    none = "none"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the channel can do; the publish and retract flows read this instead of special-casing names."""
+
+    can_update: bool
+    can_retract: bool
+    retract_is_final: bool = False  # True when a retraction cannot be undone (WeChat delete)
+    correction: Correction = Correction.in_place
+    renditions: tuple[str, ...] = ()  # rendition keys the channel needs, e.g. ("cover_900x383",)
+    note: str = ""  # one sentence for technicians, shown in `rongmei status`
+
+
+@dataclass(frozen=True)
+class Release:
+    """One approved version, as it will go out."""
+
+    item_id: str
+    version: int
+    version_id: int
+    content_hash: str
+    meta: ItemMeta
+    body: str  # Markdown body, front matter removed
+    files: Mapping[str, Mapping[str, Any]]  # drop-relative path -> {"sha256", "bytes", ...}
+    renditions: Mapping[str, Mapping[str, Any]]  # rendition key -> {"sha256", "bytes", "mime", ...}
+    blob_path: Callable[[str], Path]  # sha256 -> readable local path
+    approved_at: datetime | None = None
+    signoffs: tuple[Mapping[str, Any], ...] = ()
+    previous: Mapping[str, Any] | None = None  # the receipt of the version this one corrects, if any
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def file_path(self, relative: str) -> Path:
+        return self.blob_path(str(self.files[relative]["sha256"]))
+
+
+@dataclass
+class Receipt:
+    """What a channel says it did. Stored on the delivery; `state` is one of the delivery states."""
+
+    state: str = "succeeded"  # succeeded | draft_ready | unconfirmed
+    remote_id: str = ""
+    url: str = ""
+    message: str = ""  # for editors, in Chinese
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Publisher(ABC):
+    """Base class of a channel. Subclasses set `name` and `capabilities` and implement the three actions.
+
+    Contract: `publish` is called at most once successfully per (version, channel); it must raise
+    `PublishError(retryable=True)` only when a retry cannot duplicate the result. `update` and `retract`
+    receive the receipt of the earlier delivery to act on.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    @abstractmethod
+    def publish(self, release: Release) -> Receipt: ...
+
+    def update(self, release: Release, previous: Receipt) -> Receipt:
+        raise PublishError(f"channel {self.name!r} cannot update published items", retryable=False)
+
+    def retract(self, item_id: str, previous: Receipt, reason: str) -> Receipt:
+        raise PublishError(f"channel {self.name!r} cannot retract published items", retryable=False)

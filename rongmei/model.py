@@ -1,0 +1,128 @@
+"""The domain model: what an item is, as editors describe it in front matter."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+ITEM_ID = re.compile(r"^[A-Za-z0-9\u4e00-\u9fff][A-Za-z0-9_\-.\u4e00-\u9fff]{0,99}$")
+
+
+class Kind(StrEnum):
+    article = "article"
+    video = "video"
+    audio = "audio"
+    notice = "notice"
+
+
+class Priority(StrEnum):
+    normal = "normal"
+    urgent = "urgent"
+    emergency = "emergency"
+
+
+class Channel(StrEnum):
+    web = "web"
+    wechat = "wechat"
+    screens = "screens"
+    loudspeakers = "loudspeakers"
+
+
+class Language(StrEnum):
+    zh = "zh"
+    mn = "mn"
+    zh_mn = "zh+mn"
+
+
+class Severity(StrEnum):
+    blocking = "blocking"
+    warning = "warning"
+
+
+class ItemState(StrEnum):
+    in_review = "in_review"
+    returned = "returned"
+    rejected = "rejected"
+    approved = "approved"
+    published = "published"
+    retracted = "retracted"
+    superseded = "superseded"
+
+
+def as_local_time(value: Any) -> datetime | None:
+    """Parse an ISO 8601 time; a time without an offset is Asia/Shanghai (the newsroom's clock)."""
+    if value in (None, ""):
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).strip())
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=SHANGHAI)
+
+
+class ItemMeta(BaseModel):
+    """Front matter of a drop, validated. Field names are the contract in DESIGN.md."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    id: str
+    title: str
+    author: str
+    kind: Kind = Kind.article
+    summary: str = ""
+    channels: list[Channel] = Field(default_factory=list)
+    zones: list[str] = Field(default_factory=list)
+    screens: list[str] = Field(default_factory=list)
+    tags: list[str] = Field(default_factory=list)
+    publish_at: datetime | None = None
+    expires: datetime | None = None
+    priority: Priority = Priority.normal
+    source: str = ""
+    source_url: str = ""
+    language: Language = Language.zh
+    # Traditional Mongolian title and summary for `language: mn | zh+mn` (bilingual screen cards, issue 6).
+    title_mn: str = ""
+    summary_mn: str = ""
+
+    @field_validator("publish_at", "expires", mode="before")
+    @classmethod
+    def _local_time(cls, value: Any) -> datetime | None:
+        return as_local_time(value)
+
+    @field_validator("zones", "screens", "tags", "channels", mode="before")
+    @classmethod
+    def _listify(cls, value: Any) -> list[Any]:
+        if value is None:
+            return []
+        if isinstance(value, str | int):
+            return [str(value)]
+        return [str(v) if isinstance(v, int) else v for v in value]
+
+    @field_validator("title", "author", "summary", "source", mode="before")
+    @classmethod
+    def _strip(cls, value: Any) -> Any:
+        return value.strip() if isinstance(value, str) else value
+
+    @property
+    def is_reprint(self) -> bool:
+        return bool(self.source or self.source_url)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class CheckResult(BaseModel):
+    """One finding of the automatic pre-checks, in the editors' language."""
+
+    code: str = Field(description="Stable machine name, e.g. 'title.missing'.")
+    severity: Severity
+    message: str = Field(description="What is wrong, in Chinese.")
+    fix: str = Field(default="", description="How to fix it, in Chinese.")
+    channel: str | None = None
+
+    @property
+    def blocking(self) -> bool:
+        return self.severity is Severity.blocking

@@ -1,0 +1,177 @@
+"""Configuration: `rongmei.toml` (or the file named by RONGMEI_CONFIG), overridden by RONGMEI_* variables.
+
+Nested values use a double underscore in the environment, e.g. RONGMEI_WECHAT__APP_SECRET.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+CHANNELS = ("web", "wechat", "screens", "loudspeakers")
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "rongmei"
+
+
+class ReviewStage(BaseModel):
+    name: str = Field(description="Stage key used in tags and the ledger, e.g. 'first'.")
+    label: str = Field(description="What editors call the stage, e.g. 初审.")
+    role: str = Field(description="Role a reviewer must hold to sign this stage.")
+
+
+DEFAULT_STAGES = [
+    ReviewStage(name="first", label="初审", role="editor"),
+    ReviewStage(name="second", label="复审", role="desk_head"),
+    ReviewStage(name="final", label="终审", role="chief_editor"),
+]
+
+
+class Zone(BaseModel):
+    code: str = Field(description="Administrative code (GB/T 2260 style, 9 or 12 digits for villages).")
+    name: str = Field(description="Township (苏木镇街道) or village (嘎查村社区) name.")
+    parent: str | None = Field(default=None, description="Code of the township a village belongs to.")
+
+
+class ScreenGroup(BaseModel):
+    id: str = Field(description="Display group id used in URLs and front matter.")
+    name: str = Field(description="Where the screens are, e.g. 政务服务大厅.")
+    size: tuple[int, int] = Field(default=(1920, 1080), description="Design size in pixels.")
+
+
+class WeChatSettings(BaseModel):
+    app_id: str = Field(default="", description="Official Account AppID; empty runs the local stand-in.")
+    app_secret: SecretStr = Field(default=SecretStr(""), description="AppSecret; never printed.")
+    base_url: str = Field(default="https://api.weixin.qq.com", description="API base URL.")
+    draft_only: bool = Field(default=False, description="Stop at the draft (accounts without publish rights).")
+    daily_poll_budget: int = Field(default=60, description="freepublish/get calls we allow ourselves per day.")
+
+
+class Lexicon(BaseModel):
+    forbidden: list[str] = Field(default_factory=list, description="Terms that block publication.")
+    sensitive: list[str] = Field(default_factory=list, description="Terms that warn the reviewer.")
+    exact: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Official names that must be written exactly: correct form -> frequent wrong forms.",
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RONGMEI_", env_nested_delimiter="__", extra="ignore", toml_file="rongmei.toml"
+    )
+
+    center_name: str = Field(default="示例旗融媒体中心", description="Shown on the site and in feeds.")
+    content_dir: Path = Field(default=Path("content"), description="The editors' drop tree.")
+    data_dir: Path = Field(default_factory=_default_data_dir, description="Database, blobs, site, secrets.")
+    database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite in data_dir.")
+    settle_seconds: float = Field(default=5.0, description="A drop is taken once no file changed this long.")
+    max_upload_bytes: int = Field(default=4 * 1024**3, description="Largest single file accepted in a drop.")
+    stages: list[ReviewStage] = Field(default_factory=lambda: list(DEFAULT_STAGES))
+    default_channels: dict[str, list[str]] = Field(
+        default_factory=lambda: {
+            "article": ["web", "wechat", "screens", "loudspeakers"],
+            "video": ["web", "wechat", "screens"],
+            "audio": ["web", "loudspeakers"],
+            "notice": ["web", "screens", "loudspeakers"],
+        },
+        description="Channels per kind when the front matter names none.",
+    )
+    zones: list[Zone] = Field(default_factory=list, description="Townships and villages.")
+    screen_groups: list[ScreenGroup] = Field(default_factory=list, description="Display groups.")
+    dayparts: list[str] = Field(
+        default_factory=lambda: ["07:00", "12:00", "18:30"], description="Loudspeaker broadcast slots."
+    )
+    wechat: WeChatSettings = Field(default_factory=WeChatSettings)
+    lexicon: Lexicon = Field(default_factory=Lexicon)
+    lexicon_files: list[Path] = Field(
+        default_factory=list, description="Extra TOML lexicon files merged into `lexicon`."
+    )
+    public_url: str = Field(default="http://127.0.0.1:8800", description="Base URL terminals and readers use.")
+    server_host: str = Field(default="127.0.0.1", description="Distribution server bind address.")
+    server_port: int = Field(default=8800, description="Distribution server port.")
+    prefect_port: int = Field(default=4200, description="Prefect server/UI port for `rongmei up`.")
+    s3_bucket: str = Field(default="", description="Publish to this S3 bucket instead of data_dir/site.")
+    s3_endpoint_url: str = Field(default="", description="S3-compatible endpoint (OSS, COS, MinIO).")
+    timezone: str = Field(default="Asia/Shanghai", description="Zone for times without an offset.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = os.environ.get("RONGMEI_CONFIG", "rongmei.toml")
+        toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_path)
+        return (init_settings, env_settings, toml, file_secret_settings)
+
+    # Derived locations -------------------------------------------------------------------------
+    @property
+    def inbox(self) -> Path:
+        return self.content_dir / "inbox"
+
+    @property
+    def archive(self) -> Path:
+        return self.content_dir / "archive"
+
+    @property
+    def rejected(self) -> Path:
+        return self.content_dir / "rejected"
+
+    @property
+    def returned(self) -> Path:
+        return self.content_dir / "returned"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def site_dir(self) -> Path:
+        return self.data_dir / "site"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
+
+    @cached_property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'rongmei.db').resolve()}"
+
+    def stage(self, name: str) -> ReviewStage:
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"no review stage named {name!r}; configured: {[s.name for s in self.stages]}")
+
+    def merged_lexicon(self) -> Lexicon:
+        import tomllib
+
+        merged = self.lexicon.model_copy(deep=True)
+        for path in self.lexicon_files:
+            data: dict[str, Any] = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+            extra = Lexicon.model_validate(data)
+            merged.forbidden += extra.forbidden
+            merged.sensitive += extra.sensitive
+            for right, wrongs in extra.exact.items():
+                merged.exact.setdefault(right, []).extend(wrongs)
+        return merged
+
+
+def load_settings(**overrides: Any) -> Settings:
+    return Settings(**overrides)

@@ -98,3 +98,6 @@ class Publisher(ABC):
 
     def retract(self, item_id: str, previous: Receipt, reason: str) -> Receipt:
         raise PublishError(f"channel {self.name!r} cannot retract published items", retryable=False)
+
+    def refresh(self, now: datetime) -> None:  # noqa: B027 - optional hook, most channels need nothing
+        """Re-apply time rules (expiry) to what the channel shows; called on a schedule. Default: nothing."""

@@ -61,6 +61,20 @@ def check_fields(meta: ItemMeta, body: str, files: Mapping[str, Path], settings:
         yield blocking("source_url.invalid", f"转载来源链接“{meta.source_url}”不是网址。", "以 https:// 开头。")
 
 
+def check_channels(meta: ItemMeta, body: str, files: Mapping[str, Path], settings: Settings) -> Iterable[CheckResult]:
+    from rongmei.publishing import registry_for
+
+    registry = registry_for(settings)
+    for channel in channels_of(meta, settings):
+        if channel not in registry.publishers:
+            why = registry.errors.get(channel)
+            yield blocking(
+                "channel.unknown",
+                f"发布渠道“{channel}”不存在" + (f"（渠道模块加载失败：{why}）" if why else "") + "。",
+                "可用渠道：" + "、".join(sorted(registry.publishers)) + "；请改正 channels。",
+            )
+
+
 def check_lengths(meta: ItemMeta, body: str, files: Mapping[str, Path], settings: Settings) -> Iterable[CheckResult]:
     for channel in channels_of(meta, settings):
         for field_name, limit in CHANNEL_LIMITS.get(channel, {}).items():
@@ -166,6 +180,7 @@ def check_targets(meta: ItemMeta, body: str, files: Mapping[str, Path], settings
 
 CHECKS: tuple[Check, ...] = (
     check_fields,
+    check_channels,
     check_lengths,
     check_lexicon,
     check_references,

@@ -18,6 +18,11 @@ from rongmei.store import Store
 app = typer.Typer(help="融媒 rongmei: review, sign-off and distribution for county media centers.", no_args_is_help=True)
 audit_app = typer.Typer(help="The tamper-evident ledger.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+reviewers_app = typer.Typer(help="Reviewers and their sign-off codes.", no_args_is_help=True)
+app.add_typer(reviewers_app, name="reviewers")
+terminals_app = typer.Typer(help="Screens and loudspeaker terminals that poll us and report plays.",
+                            no_args_is_help=True)
+app.add_typer(terminals_app, name="terminals")
 
 
 def _store(settings: Settings | None = None) -> tuple[Settings, Store]:
@@ -38,12 +43,18 @@ def status(
     if item and not items:
         typer.echo(f"没有编号为 {item} 的稿件。用 `rongmei status` 查看全部。", err=True)
         raise typer.Exit(1)
+    from rongmei.feeds import feed_health, health_markdown
+
+    feeds = [] if item else feed_health(store)
     if as_json:
-        typer.echo(json.dumps(items if not item else items[0], ensure_ascii=False, indent=2))
+        payload = items[0] if item else {"items": items, "feeds": feeds}
+        typer.echo(json.dumps(payload, ensure_ascii=False, indent=2, default=str))
     elif item:
         typer.echo(format_detail(items[0]))
     else:
         typer.echo(format_table(items))
+        if feeds:
+            typer.echo("\n订阅源（转载来源）\n" + health_markdown(feeds))
 
 
 @audit_app.command("verify")
@@ -57,6 +68,110 @@ def audit_verify() -> None:
         return
     typer.echo(f"LEDGER TAMPERED: {verdict.reason} (first bad entry: #{verdict.first_bad_seq})", err=True)
     raise typer.Exit(1)
+
+
+@reviewers_app.command("add")
+def reviewers_add(
+    reviewer_id: Annotated[str, typer.Argument(metavar="ID", help="Short id the reviewer types into the form.")],
+    name: Annotated[str, typer.Option(help="Full name, e.g. 王主任.")],
+    role: Annotated[list[str], typer.Option(help="editor | desk_head | chief_editor (repeatable).")],
+    qr: Annotated[bool, typer.Option(help="Also print the QR code in the terminal.")] = True,
+) -> None:
+    """Enrol a reviewer and print the TOTP secret and otpauth URI once."""
+    from rongmei.reviewers import enroll, qr_ascii
+
+    settings, store = _store()
+    enrolment = enroll(store, settings, reviewer_id, name, role)
+    if enrolment is None:
+        typer.echo(f"{reviewer_id} already enrolled; roles updated. The secret is not shown again.")
+        return
+    typer.echo(f"Enrolled {reviewer_id} ({name}) as {', '.join(role)}.")
+    typer.echo("Add this to the reviewer's authenticator app (shown only now):")
+    typer.echo(f"  secret: {enrolment.secret}")
+    typer.echo(f"  URI:    {enrolment.uri}")
+    if enrolment.qr_png:
+        typer.echo(f"  QR image: {enrolment.qr_png} (delete it once scanned)")
+    if qr:
+        typer.echo(qr_ascii(enrolment.uri))
+
+
+@reviewers_app.command("list")
+def reviewers_list() -> None:
+    """Enrolled reviewers and their roles (never their secrets)."""
+    from rongmei.reviewers import ROLE_ZH, list_reviewers
+
+    _, store = _store()
+    reviewers = list_reviewers(store)
+    if not reviewers:
+        typer.echo("no reviewers yet: rongmei reviewers add ID --name NAME --role ROLE")
+    for r in reviewers:
+        roles = "、".join(ROLE_ZH.get(x, x) for x in r.roles)
+        typer.echo(f"{r.id:<16} {r.name:<10} {roles}{'' if r.active else '（已停用）'}")
+
+
+@reviewers_app.command("demo-code")
+def reviewers_demo_code(reviewer_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Print the current code of a DEMO reviewer (enrolled by `rongmei up`); real reviewers are refused."""
+    from rongmei.reviewers import current_code
+
+    settings, _ = _store()
+    typer.echo(current_code(settings, reviewer_id))
+
+
+@app.command()
+def retract(
+    item: Annotated[str, typer.Argument(help="Item id.")],
+    reason: Annotated[str, typer.Option(help="Why it is withdrawn (recorded in the ledger).")],
+) -> None:
+    """Withdraw an item from every channel that received it."""
+    import getpass
+
+    from rongmei.retraction import retract_item_everywhere
+    from rongmei.status import DELIVERY_ZH
+
+    settings, store = _store()
+    results = retract_item_everywhere(store, settings, item, reason, f"cli:{getpass.getuser()}")
+    if not results:
+        typer.echo(f"{item} 尚未在任何渠道发布；已记录撤稿。")
+    for r in results:
+        typer.echo(f"{r.channel:<14} {DELIVERY_ZH.get(r.state, r.state)} {r.message}")
+    if any(r.state != "succeeded" for r in results):
+        raise typer.Exit(1)
+
+
+@terminals_app.command("add")
+def terminals_add(
+    terminal_id: Annotated[str, typer.Argument(metavar="ID", help="Terminal id, e.g. hongqi-01.")],
+    zone: Annotated[str, typer.Option(help="Village/township code of a loudspeaker terminal.")] = "",
+    group: Annotated[str, typer.Option(help="Display group of a screen.")] = "",
+) -> None:
+    """Enrol a terminal and print its bearer token once (for POST /api/plays)."""
+    from rongmei.terminals import enroll_terminal
+
+    if bool(zone) == bool(group):
+        typer.echo("give exactly one of --zone (loudspeaker) or --group (screen)", err=True)
+        raise typer.Exit(2)
+    _, store = _store()
+    token = enroll_terminal(store, terminal_id, zone=zone, group=group)
+    typer.echo(f"terminal {terminal_id} enrolled. Token (shown only now): {token}")
+
+
+@terminals_app.command("list")
+def terminals_list() -> None:
+    """Enrolled terminals (never their tokens)."""
+    from rongmei.terminals import list_terminals
+
+    _, store = _store()
+    for t in list_terminals(store):
+        typer.echo(f"{t.id:<20} zone={t.zone or '-':<14} group={t.group or '-'}")
+
+
+@app.command("terminal-sim", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def terminal_sim(ctx: typer.Context) -> None:
+    """Poll a zone's playlist or a group's manifest like a terminal (see --help of the simulator)."""
+    from rongmei.terminal_sim import main as sim_main
+
+    raise typer.Exit(sim_main(list(ctx.args)))
 
 
 @app.command()
@@ -102,6 +217,7 @@ def up(
         typer.echo("registering deployments from prefect.yaml …")
         stack_mod.deploy(settings, api_url)
         stack_mod.start_worker(stack, settings, api_url)
+        demo = stack_mod.enroll_demo_reviewers(settings, store)
         seeded = 0 if no_samples else stack_mod.seed_samples(settings)
         ui = api_url.removesuffix("/api")
         typer.echo(
@@ -119,6 +235,13 @@ def up(
                 ]
             )
         )
+        if demo:
+            typer.echo(
+                "Demo reviewers enrolled: " + ", ".join(demo) + ". In the Prefect UI open a run named "
+                "'审核 · …', press Resume and sign with reviewer id and the code from\n"
+                "  rongmei reviewers demo-code demo-editor   (then demo-desk, demo-chief)\n"
+                "Enrol real reviewers with: rongmei reviewers add ID --name NAME --role editor"
+            )
         while True:
             for name, proc in stack.processes.items():
                 if proc.poll() is not None:

@@ -73,7 +73,7 @@ class ItemMeta(BaseModel):
     author: str
     kind: Kind = Kind.article
     summary: str = ""
-    channels: list[Channel] = Field(default_factory=list)
+    channels: list[str] = Field(default_factory=list)  # Channel names; plugins may add more
     zones: list[str] = Field(default_factory=list)
     screens: list[str] = Field(default_factory=list)
     tags: list[str] = Field(default_factory=list)

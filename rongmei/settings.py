@@ -18,6 +18,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from rongmei.model import Kind
+
 CHANNELS = ("web", "wechat", "screens", "loudspeakers")
 
 
@@ -68,6 +70,21 @@ class Lexicon(BaseModel):
     )
 
 
+class FeedSourceConfig(BaseModel):
+    """One upstream source, from `[[feeds]]` in rongmei.toml."""
+
+    name: str = Field(min_length=1, description="Who we reprint from, named on every channel, e.g. 新华网.")
+    url: str = Field(description="RSS 2.0 or Atom feed URL.")
+    kind: Kind = Field(
+        default=Kind.article, description="Kind of entries without an audio/video enclosure."
+    )
+    tags: list[str] = Field(default_factory=list, description="Tags put on every reprint from this source.")
+    channels: list[str] = Field(
+        default_factory=list, description="Channels for reprints from this source; empty means the defaults."
+    )
+    enabled: bool = Field(default=True, description="A disabled source is not pulled.")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="RONGMEI_", env_nested_delimiter="__", extra="ignore", toml_file="rongmei.toml"
@@ -95,6 +112,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["07:00", "12:00", "18:30"], description="Loudspeaker broadcast slots."
     )
     wechat: WeChatSettings = Field(default_factory=WeChatSettings)
+    feeds: list[FeedSourceConfig] = Field(
+        default_factory=list, description="Upstream RSS/Atom sources reprinted through review (issue 7)."
+    )
     lexicon: Lexicon = Field(default_factory=Lexicon)
     lexicon_files: list[Path] = Field(
         default_factory=list, description="Extra TOML lexicon files merged into `lexicon`."
@@ -105,6 +125,12 @@ class Settings(BaseSettings):
     prefect_port: int = Field(default=4200, description="Prefect server/UI port for `rongmei up`.")
     s3_bucket: str = Field(default="", description="Publish to this S3 bucket instead of data_dir/site.")
     s3_endpoint_url: str = Field(default="", description="S3-compatible endpoint (OSS, COS, MinIO).")
+    extra_publishers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Local channel plugins without packaging: name -> 'module:Class' (importable module).",
+    )
+    publish_retries: int = Field(default=3, description="Retries of a channel delivery that may succeed later.")
+    publish_retry_delay: float = Field(default=10.0, description="First retry delay in seconds; doubles each time.")
     timezone: str = Field(default="Asia/Shanghai", description="Zone for times without an offset.")
 
     @classmethod

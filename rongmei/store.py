@@ -80,6 +80,7 @@ class Version(Base):
     renditions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     renditions_hash: Mapped[str] = mapped_column(String(64), default="")
     state: Mapped[str] = mapped_column(String(20), default="in_review")
+    preview_token: Mapped[str] = mapped_column(String(64), default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     @property
@@ -114,7 +115,8 @@ class TotpUse(Base):
 
 class SignOff(Base):
     __tablename__ = "signoffs"
-    __table_args__ = (UniqueConstraint("version_id", "stage", name="uq_signoff_stage"),)
+    # One sign-off per stage of what was signed; a changed rendition (new signed_hash) voids the old ones.
+    __table_args__ = (UniqueConstraint("version_id", "stage", "signed_hash", name="uq_signoff_stage"),)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
     stage: Mapped[str] = mapped_column(String(40))
@@ -123,6 +125,22 @@ class SignOff(Base):
     comment: Mapped[str] = mapped_column(Text, default="")
     signed_hash: Mapped[str] = mapped_column(String(64))
     signed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewAttempt(Base):
+    """Every answer to a sign-off form, counted or refused. `pause_key` makes re-runs idempotent."""
+
+    __tablename__ = "review_attempts"
+    __table_args__ = (UniqueConstraint("version_id", "pause_key", name="uq_attempt_key"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
+    stage: Mapped[str] = mapped_column(String(40))
+    pause_key: Mapped[str] = mapped_column(String(80))
+    reviewer_id: Mapped[str] = mapped_column(String(64), default="")
+    decision: Mapped[str] = mapped_column(String(10), default="")
+    status: Mapped[str] = mapped_column(String(12))  # approved | returned | rejected | refused
+    reason: Mapped[str] = mapped_column(Text, default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 class Delivery(Base):

@@ -187,3 +187,21 @@ def extra_services(stack: Stack, settings: Settings, store: object) -> list[str]
         os.environ["RONGMEI_WECHAT__APP_SECRET"] = "standin-secret"
         messages.append(f"WeChat stand-in (no real credentials configured) on {standin.base_url}")
     return messages
+
+
+DEMO_REVIEWERS = (
+    ("demo-editor", "演示编辑", ["editor"]),
+    ("demo-desk", "演示主任", ["desk_head"]),
+    ("demo-chief", "演示总编", ["chief_editor"]),
+)
+
+
+def enroll_demo_reviewers(settings: Settings, store: object) -> list[str]:
+    """On first start, demo reviewers whose codes `rongmei reviewers demo-code ID` prints."""
+    from rongmei.reviewers import enroll, list_reviewers
+
+    if list_reviewers(store):  # type: ignore[arg-type]
+        return []
+    for reviewer_id, name, roles in DEMO_REVIEWERS:
+        enroll(store, settings, reviewer_id, name, roles, demo=True)  # type: ignore[arg-type]
+    return [r[0] for r in DEMO_REVIEWERS]

@@ -30,6 +30,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Prefect reads its settings once, at import: the session's server address is fixed before any test
+# module imports prefect, and the `prefect_stack` fixture starts the server there.
+PREFECT_PORT = free_port()
+os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{PREFECT_PORT}/api"
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     content = tmp_path / "content"
@@ -106,17 +112,74 @@ def postgres_url() -> Iterator[str]:
 
 
 # Prefect ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `prefect server start` (SQLite, telemetry off) for the whole test session."""
-    from rongmei.up import Stack, start_prefect
+class PrefectStack:
+    """A real Prefect server + the deployments from prefect.yaml + a process worker, like `rongmei up`."""
 
-    data = tmp_path_factory.mktemp("prefect-stack")
-    stack_settings = Settings(content_dir=data / "content", data_dir=data / "data")
-    stack = Stack(stack_settings)
-    api_url = start_prefect(stack, stack_settings, free_port())
-    os.environ["PREFECT_API_URL"] = api_url
+    def __init__(self, settings: Settings, port: int) -> None:
+        from rongmei.up import Stack
+
+        self.settings = settings
+        self.port = port
+        self.stack = Stack(settings)
+        self.api_url = ""
+
+    def start_server(self) -> None:
+        from rongmei.up import start_prefect
+
+        self.api_url = start_prefect(self.stack, self.settings, self.port)
+
+    def deploy_and_work(self) -> None:
+        from rongmei.up import deploy, start_worker
+
+        deploy(self.settings, self.api_url)
+        start_worker(self.stack, self.settings, self.api_url)
+
+    def stop_process(self, name: str) -> None:
+        proc = self.stack.processes.pop(name)
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    def restart_all(self) -> None:
+        """Worker first, then the server, as `rongmei up` stops them; then both again."""
+        from rongmei.up import start_worker
+
+        self.stop_process("worker")
+        self.stop_process("prefect")
+        self.start_server()
+        start_worker(self.stack, self.settings, self.api_url)
+
+    def stop(self) -> None:
+        self.stack.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectStack]:
+    root = tmp_path_factory.mktemp("stack")
+    # Flow runs in the worker read their settings from the environment, as under `rongmei up`.
+    os.environ.update(
+        {
+            "RONGMEI_SETTLE_SECONDS": "0.5",
+            "RONGMEI_PUBLISH_RETRIES": "3",
+            "RONGMEI_PUBLISH_RETRY_DELAY": "0.2",
+            "RONGMEI_EXTRA_PUBLISHERS": '{"flaky": "plugins.testchannels:FlakyPublisher", '
+            '"broken": "plugins.testchannels:BrokenPublisher"}',
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
+        }
+    )
+    os.environ["RONGMEI_CONTENT_DIR"] = str(root / "content")
+    os.environ["RONGMEI_DATA_DIR"] = str(root / "data")
+    settings = Settings()
+    for sub in ("inbox", "archive", "rejected", "returned"):
+        (settings.content_dir / sub).mkdir(parents=True, exist_ok=True)
+    stack = PrefectStack(settings, PREFECT_PORT)
+    stack.start_server()
+    stack.deploy_and_work()
     try:
-        yield api_url
+        yield stack
     finally:
         stack.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(prefect_stack: PrefectStack) -> str:
+    return prefect_stack.api_url

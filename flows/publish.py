@@ -1,0 +1,73 @@
+"""Publish (一键分发): deliver one approved version to each of its channels, in parallel.
+
+One delivery per (version, channel, action): a re-run publishes nothing twice, a failing channel never
+blocks the others, and transient failures retry with backoff.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_table_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import wait
+from prefect.runtime import task_run
+from prefect.tasks import exponential_backoff
+
+from rongmei.errors import PublishError
+from rongmei.publishing import (
+    DeliveryResult,
+    deliver,
+    delivery_plan,
+    embargoed_until,
+    give_up,
+    results_table,
+    settle_item_state,
+)
+from rongmei.settings import load_settings
+from rongmei.store import Store
+
+
+@task(name="deliver", cache_policy=NO_CACHE, task_run_name="{action} → {channel}")
+def deliver_to(version_id: int, channel: str, action: str) -> DeliveryResult:
+    """One channel's delivery; raises only when a retry can help, so Prefect retries it with backoff."""
+    settings = load_settings()
+    store = Store.from_settings(settings)
+    result = deliver(store, settings, version_id, channel, action)
+    if result.retryable:
+        if task_run.run_count <= settings.publish_retries:
+            raise PublishError(f"{channel}: {result.message}", retryable=True)
+        result = give_up(store, version_id, channel, action)
+    return result
+
+
+@flow(name="publish", log_prints=False)
+def publish(version_id: int) -> list[dict]:
+    settings = load_settings()
+    store = Store.from_settings(settings)
+    if (held := embargoed_until(store, version_id)) is not None:
+        get_run_logger().warning("稿件定于 %s 发布，现在不发布", held.isoformat())
+        return []
+    delivery = deliver_to.with_options(
+        retries=settings.publish_retries,
+        retry_delay_seconds=exponential_backoff(backoff_factor=settings.publish_retry_delay),
+    )
+    futures = {
+        (channel, action): delivery.submit(version_id, channel, action)
+        for channel, action in delivery_plan(store, settings, version_id)
+    }
+    wait(list(futures.values()))
+    results = [outcome(channel, action, future) for (channel, action), future in futures.items()]
+    state = settle_item_state(store, version_id, results)
+    create_table_artifact(key=f"publish-{version_id}", table=results_table(results),
+                          description=f"各渠道发布结果（版本 {version_id}，稿件状态：{state}）")
+    failed = [r for r in results if r.state not in ("succeeded", "draft_ready")]
+    if failed:
+        get_run_logger().warning("未成功的渠道：%s", "、".join(f"{r.channel}（{r.message}）" for r in failed))
+    return [r.__dict__ for r in results]
+
+
+def outcome(channel: str, action: str, future) -> DeliveryResult:  # type: ignore[no-untyped-def]
+    state = future.state
+    if state.is_completed():
+        return future.result()
+    return DeliveryResult(channel, action, "failed", message=str(state.message or state.name))

@@ -1,0 +1,147 @@
+"""Review (审稿签发): renditions and preview, then 初审 → 复审 → 终审 in the Prefect UI, then one-click publish.
+
+Each stage suspends the run until a reviewer answers the sign-off form; a suspended run holds no process and
+no worker slot and survives restarts. On resume Prefect runs the flow again from the top; the store says
+which stage the version is at, and each form answer is applied once (keyed by its pause key).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.orchestration import get_client
+from prefect.context import get_run_context
+from prefect.flow_runs import suspend_flow_run
+from prefect.input import RunInput
+from pydantic import Field
+
+from rongmei import ledger
+from rongmei.model import ItemState
+from rongmei.prepare import prepare_preview, prepare_renditions
+from rongmei.publishing import embargoed_until
+from rongmei.review import apply_signoff, attempts_so_far, form_description, stage_position
+from rongmei.settings import Settings, load_settings
+from rongmei.store import Store
+
+REVIEW_DEPLOYMENT = "review/review"
+PUBLISH_DEPLOYMENT = "publish/publish"
+
+
+class SignOffForm(RunInput):
+    """签字单 — one per stage."""
+
+    decision: Literal["approve", "return", "reject"] = Field(
+        description="approve 通过 · return 退回修改 · reject 不予采用"
+    )
+    reviewer: str = Field(description="审核人编号（登记时的 ID）")
+    code: str = Field(pattern=r"^\d{6}$", description="验证器 App 上显示的 6 位动态验证码")
+    comment: str = Field(default="", description="审核意见（退回时必填为宜）")
+
+
+@task(name="prepare for review", cache_policy=NO_CACHE)
+def prepare_for_review(version_id: int) -> None:
+    """Make the renditions the channels need and the reviewers' preview page."""
+    settings = load_settings()
+    store = Store.from_settings(settings)
+    logger = get_run_logger()
+
+    def progress(label: str, fraction: float) -> None:
+        logger.info("渲染 %s：%d%%", label, round(fraction * 100))
+
+    if prepare_renditions(store, settings, version_id, progress):
+        logger.warning("渲染结果与上次不同：此前的签字不再有效，需重新审核")
+    prepare_preview(store, settings, version_id)
+
+
+def set_stage_tags(item_id: str, stage: str) -> None:
+    """Keep the run's tags at `item:<id>` and `stage:<stage>` so people and scripts can find it."""
+    run = get_run_context().flow_run
+    tags = [t for t in (run.tags or []) if not t.startswith(("stage:", "item:"))]
+    with get_client(sync_client=True) as client:
+        client.update_flow_run(run.id, tags=[*tags, f"item:{item_id}", f"stage:{stage}"])
+
+
+@flow(name="review", persist_result=True, log_prints=False)
+def review(version_id: int) -> str:
+    settings = load_settings()
+    store = Store.from_settings(settings)
+    logger = get_run_logger()
+    with store.session() as session:
+        version = store.version(session, version_id)
+        item_id, state = version.item_id, version.state
+    if state not in ("in_review", "approved", "published"):
+        logger.info("版本状态为 %s，无需审核", state)
+        return state
+    if state == "in_review":
+        prepare_for_review(version_id)
+    while (stage := stage_position(store, settings, version_id)) is not None:
+        set_stage_tags(item_id, stage.name)
+        key = f"{stage.name}-{attempts_so_far(store, version_id, stage.name)}"
+        form = suspend_flow_run(
+            wait_for_input=SignOffForm.with_initial_data(
+                description=form_description(store, settings, version_id, stage), decision="approve"
+            ),
+            key=key,
+            timeout=None,
+        )
+        result = apply_signoff(store, settings, version_id, stage, key, form.model_dump())
+        if result.status == "refused":
+            logger.warning("签字未被接受：%s。请重新填写签字单。", result.message)
+            continue
+        logger.info(result.message)
+        if result.status in ("returned", "rejected"):
+            return result.status
+    set_stage_tags(item_id, "published")
+    start_publication(version_id, settings)
+    return "approved"
+
+
+def start_publication(version_id: int, settings: Settings) -> None:
+    """The final approval is the one click: publish now, or at `publish_at` as a scheduled run (embargo)."""
+    from flows.publish import publish
+
+    store = Store.from_settings(settings)
+    held = embargoed_until(store, version_id)
+    if held is None:
+        publish(version_id, return_state=True)
+        return
+    from prefect.deployments import run_deployment
+
+    with store.session() as session:
+        version = store.version(session, version_id)
+        title, item_id, number = version.meta.get("title", ""), version.item_id, version.number
+        if version.state == ItemState.approved:
+            ledger.record(session, "scheduled", actor="system:publish", item_id=item_id, version=number,
+                          content_hash=version.signed_hash, details={"publish_at": held.isoformat()})
+    run_deployment(
+        PUBLISH_DEPLOYMENT, parameters={"version_id": version_id}, scheduled_time=held, timeout=0,
+        flow_run_name=f"定时发布 · {title}（v{number}）", tags=[f"item:{item_id}", "embargo"],
+        idempotency_key=f"embargo-{version_id}",
+    )
+    get_run_logger().info("终审已通过，将于 %s 定时发布", held.isoformat())
+
+
+def request_review(version_id: int, settings: Settings) -> None:
+    """Start the sign-off run of a new version (from ingest)."""
+    from prefect.deployments import run_deployment
+
+    store = Store.from_settings(settings)
+    with store.session() as session:
+        version = store.version(session, version_id)
+        title, item_id, number = version.meta.get("title", ""), version.item_id, version.number
+    run_deployment(
+        REVIEW_DEPLOYMENT,
+        parameters={"version_id": version_id},
+        timeout=0,
+        flow_run_name=f"审核 · {title}（v{number}）",
+        tags=[f"item:{item_id}", f"stage:{settings.stages[0].name}"],
+        as_subflow=False,  # a review lives on its own, for days, not inside the ingest run that started it
+    )
+
+
+if __name__ == "__main__":
+    import sys
+
+    review(int(sys.argv[1]))

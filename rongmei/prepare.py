@@ -1,0 +1,78 @@
+"""Before the first human stage: make every rendition the channels need and a preview for reviewers.
+
+Reviewers approve what will actually go out, so the rendition manifest's hash is part of what each
+sign-off covers (`Version.signed_hash`). While a version is in review this step runs on every (re-)run of
+the review flow; renditions come from a content-addressed cache, and a changed result voids earlier
+approvals. After the final approval the renditions are frozen.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import shutil
+from collections.abc import Callable
+
+from rongmei import ledger
+from rongmei.checks import channels_of
+from rongmei.model import ItemMeta, ItemState
+from rongmei.review import _ext
+from rongmei.settings import Settings
+from rongmei.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def prepare_renditions(store: Store, settings: Settings, version_id: int,
+                       progress: Callable[[str, float], None] | None = None) -> bool:
+    """Produce the renditions; returns True when they changed (which voids earlier approvals)."""
+    from rongmei.renditions import manifest_hash, produce_renditions
+
+    with store.session() as session:
+        version = store.version(session, version_id)
+        if version.state != ItemState.in_review:
+            return False
+        meta = ItemMeta.model_validate(version.meta)
+        body, files = version.body, dict(version.files)
+    work_dir = settings.data_dir / "work" / f"v{version_id}"
+    work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        manifest = produce_renditions(
+            meta=meta, body=body, files=files, blob_path=store.blob_path, put_file=store.put_file,
+            settings=settings, channels=channels_of(meta, settings), work_dir=work_dir, progress=progress,
+        )
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    digest = manifest_hash(manifest)
+    with store.session() as session:
+        version = store.version(session, version_id)
+        if version.renditions_hash == digest:
+            return False
+        had = bool(version.renditions_hash)
+        version.renditions = manifest
+        version.renditions_hash = digest
+        ledger.record(session, "renditions_changed" if had else "rendered", actor="system:renditions",
+                      item_id=version.item_id, version=version.number, content_hash=version.signed_hash,
+                      details={"renditions": {k: v.get("sha256") for k, v in manifest.items()},
+                               "manifest_hash": digest})
+        return had
+
+
+def prepare_preview(store: Store, settings: Settings, version_id: int) -> str:
+    """Render the reviewer's preview under an unguessable token; returns the token."""
+    from publishers.web import render_preview
+    from rongmei.publishing import build_release
+
+    with store.session() as session:
+        version = store.version(session, version_id)
+        token = version.preview_token or secrets.token_urlsafe(18)
+        version.preview_token = token
+        renditions = dict(version.renditions)
+    render_preview(build_release(store, version_id), settings, token)
+    folder = settings.data_dir / "preview" / token / "renditions"
+    folder.mkdir(parents=True, exist_ok=True)
+    for key, facts in renditions.items():
+        target = folder / f"{key}.{_ext(facts)}"
+        if not target.exists():
+            store.copy_blob(str(facts["sha256"]), target)
+    return token

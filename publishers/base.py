@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from rongmei.errors import PublishError
-from rongmei.model import ItemMeta
+from rongmei.model import CheckResult, ItemMeta
 from rongmei.settings import Settings
 
 __all__ = ["Capabilities", "Correction", "PublishError", "Publisher", "Receipt", "Release"]
@@ -89,6 +89,11 @@ class Publisher(ABC):
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    @classmethod
+    def precheck(cls, meta: ItemMeta, body: str, files: Mapping[str, Path]) -> list[CheckResult]:
+        """The channel's own limits, run by the automatic pre-checks before any human sees the item."""
+        return []
 
     @abstractmethod
     def publish(self, release: Release) -> Receipt: ...

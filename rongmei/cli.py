@@ -146,12 +146,13 @@ def terminals_add(
     group: Annotated[str, typer.Option(help="Display group of a screen.")] = "",
 ) -> None:
     """Enrol a terminal and print its bearer token once (for POST /api/plays)."""
-    from rongmei.terminals import enroll_terminal
+    from rongmei.terminals import check_assignment, enroll_terminal
 
     if bool(zone) == bool(group):
         typer.echo("give exactly one of --zone (loudspeaker) or --group (screen)", err=True)
         raise typer.Exit(2)
-    _, store = _store()
+    settings, store = _store()
+    check_assignment(settings, zone=zone, group=group)
     token = enroll_terminal(store, terminal_id, zone=zone, group=group)
     typer.echo(f"terminal {terminal_id} enrolled. Token (shown only now): {token}")
 
@@ -172,6 +173,17 @@ def terminal_sim(ctx: typer.Context) -> None:
     from rongmei.terminal_sim import main as sim_main
 
     raise typer.Exit(sim_main(list(ctx.args)))
+
+
+@app.command()
+def report(
+    since: Annotated[str, typer.Option("--since", help="First day, YYYY-MM-DD.")],
+    until: Annotated[str | None, typer.Option("--until", help="Last day, YYYY-MM-DD; default today.")] = None,
+) -> None:
+    """传播监测: reach per item and channel (web, WeChat, screens, loudspeakers)."""
+    from rongmei.reach import cli_report
+
+    raise typer.Exit(cli_report(since, until))
 
 
 @app.command()

@@ -19,6 +19,7 @@ from pydantic_settings import (
 )
 
 from rongmei.model import Kind
+from rongmei.renditions.config import MediaSettings
 
 CHANNELS = ("web", "wechat", "screens", "loudspeakers")
 
@@ -112,6 +113,9 @@ class Settings(BaseSettings):
         default_factory=lambda: ["07:00", "12:00", "18:30"], description="Loudspeaker broadcast slots."
     )
     wechat: WeChatSettings = Field(default_factory=WeChatSettings)
+    media: MediaSettings = Field(
+        default_factory=MediaSettings, description="Renditions: limits, encoding, loudness, TTS."
+    )
     feeds: list[FeedSourceConfig] = Field(
         default_factory=list, description="Upstream RSS/Atom sources reprinted through review (issue 7)."
     )

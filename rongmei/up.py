@@ -179,7 +179,7 @@ def extra_services(stack: Stack, settings: Settings, store: object) -> list[str]
     if not settings.wechat.app_id:
         from standins.wechat import start_standin
 
-        standin = start_standin(host="127.0.0.1", port=settings.server_port + 1)
+        standin = start_standin(host="127.0.0.1", port=0, app_id="wx-standin", secret="standin-secret")
         stack.stoppers.append(("wechat stand-in", standin.stop))
         # Flow runs read these through the worker's environment.
         os.environ["RONGMEI_WECHAT__BASE_URL"] = standin.base_url

@@ -7,7 +7,6 @@ import time
 from pathlib import Path
 
 from conftest import age_tree, write_drop
-
 from rongmei.bundles import find_drops, is_settled, read_bundle
 from rongmei.model import Kind
 

@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import age_tree, write_drop
 from sqlalchemy import func, select
 
+from conftest import age_tree, write_drop
 from rongmei import ledger
 from rongmei.ingest import ingest_inbox
 from rongmei.store import Version

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import write_drop
 from prefect.client.orchestration import get_client
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from conftest import write_drop
 from flows.ingest import ingest
 from rongmei.store import Store
 

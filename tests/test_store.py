@@ -5,10 +5,10 @@ from __future__ import annotations
 import threading
 
 import pytest
-from conftest import write_drop
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from conftest import write_drop
 from rongmei import ledger
 from rongmei.ingest import ingest_inbox
 from rongmei.store import Base, Delivery, Store, Version

@@ -28,6 +28,9 @@ class FlakyPublisher(Publisher):
             raise PublishError(f"模拟的临时故障（第 {log[key]} 次）", retryable=True)
         return Receipt(remote_id=key, url=f"flaky://{key}")
 
+    def update(self, release: Release, previous: Receipt) -> Receipt:
+        return Receipt(remote_id=f"{release.item_id}-v{release.version}", message=f"corrects {previous.remote_id}")
+
     def retract(self, item_id: str, previous: Receipt, reason: str) -> Receipt:
         return Receipt(remote_id=previous.remote_id, message=f"retracted: {reason}")
 

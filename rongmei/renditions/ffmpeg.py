@@ -1,0 +1,105 @@
+"""Running the ffmpeg binary shipped by imageio-ffmpeg (there is no ffprobe), with progress reporting.
+
+Every call goes through `run_ffmpeg`, which counts runs (`ffmpeg_run_count`) so callers and tests can see
+that a cached rendition did not touch ffmpeg again.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from functools import cache
+from pathlib import Path
+
+from rongmei.renditions.errors import MediaError
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, float], None]
+
+_runs = 0
+_runs_lock = threading.Lock()
+
+
+@cache
+def ffmpeg_exe() -> str:
+    try:
+        import imageio_ffmpeg
+
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError) as exc:
+        raise MediaError(
+            f"找不到 ffmpeg 程序（{exc}）。请技术人员执行 pip install imageio-ffmpeg 后重试。"
+        ) from exc
+
+
+def ffmpeg_run_count() -> int:
+    """How many ffmpeg processes this process has started (cache hits start none)."""
+    return _runs
+
+
+def _count() -> None:
+    global _runs
+    with _runs_lock:
+        _runs += 1
+
+
+def run_ffmpeg(args: Sequence[str], *, what: str, duration_s: float | None = None,
+               progress: Progress | None = None, cwd: Path | None = None, check: bool = True) -> str:
+    """Run `ffmpeg -hide_banner -nostdin <args>`; returns stderr (where ffmpeg reports measurements).
+
+    With `duration_s` and `progress`, ffmpeg's `-progress pipe:1` is parsed and `progress(what, 0..1)` called
+    about once a second. A non-zero exit raises MediaError naming `what` and ffmpeg's last lines.
+    """
+    cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y"]
+    reporting = progress is not None and duration_s
+    if reporting:
+        cmd += ["-progress", "pipe:1", "-nostats"]
+    cmd += list(args)
+    _count()
+    log.debug("ffmpeg %s: %s", what, " ".join(cmd))
+    # stderr goes to a file, not a pipe: reading only stdout while stderr fills its pipe would deadlock.
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if reporting else subprocess.DEVNULL,
+                                stderr=err, cwd=cwd)
+        if reporting and proc.stdout is not None:
+            _follow_progress(proc.stdout, what, float(duration_s or 0), progress)  # type: ignore[arg-type]
+        code = proc.wait()
+        err.seek(0)
+        stderr = err.read().decode("utf-8", "replace")
+    if code != 0 and check:
+        tail = "\n".join(stderr.strip().splitlines()[-6:])
+        raise MediaError(f"ffmpeg 处理“{what}”失败（退出码 {code}）：{tail}")
+    if reporting:
+        progress(what, 1.0)  # type: ignore[misc]
+    return stderr
+
+
+def _follow_progress(stream: object, what: str, duration_s: float, progress: Progress) -> None:
+    last = -1.0
+    for raw in stream:  # type: ignore[attr-defined]
+        line = raw.decode("ascii", "replace").strip()
+        if not line.startswith("out_time_us="):
+            continue
+        try:
+            done = int(line.split("=", 1)[1]) / 1_000_000
+        except ValueError:  # "N/A" before the first frame
+            continue
+        fraction = max(0.0, min(done / duration_s, 0.999))
+        if fraction - last >= 0.01:
+            last = fraction
+            progress(what, fraction)
+
+
+def filter_path(path: Path | str) -> str:
+    """Escape a path for a filter option value (e.g. subtitles=filename=...) inside a filter graph.
+
+    Two levels, per ffmpeg-filters(1) "Notes on filtergraph escaping": the option value, then the graph.
+    """
+    value = str(path).replace("\\", "\\\\").replace("'", "\\'").replace(":", "\\:")
+    for char in ("\\", "'", "[", "]", ",", ";"):
+        value = value.replace(char, "\\" + char)
+    return value

@@ -1,0 +1,159 @@
+"""The WeChat API client against the stand-in over real HTTP: tokens, typed errors, request checks (issue 4)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from pydantic import SecretStr
+
+from publishers.wechat_client import (
+    WeChatClient,
+    WeChatLimitError,
+    WeChatMediaError,
+    WeChatQuotaExceeded,
+    WeChatTokenError,
+    WeChatUnauthorized,
+)
+from rongmei.settings import WeChatSettings
+from standins.wechat import StandIn, start_standin
+
+SECRET = "s3cret-value-never-logged"
+JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 200
+
+
+@pytest.fixture
+def standin() -> Iterator[StandIn]:
+    started = time.perf_counter()
+    server = start_standin(app_id="wxclient01", secret=SECRET)
+    assert time.perf_counter() - started < 1.0
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def config(standin: StandIn) -> WeChatSettings:
+    return WeChatSettings(app_id="wxclient01", app_secret=SECRET, base_url=standin.base_url)
+
+
+def cover(client: WeChatClient) -> str:
+    return client.add_image_material(JPEG, "cover.jpg", "image/jpeg")[0]
+
+
+def test_token_is_shared_through_the_cache_and_the_secret_stays_out_of_it(tmp_path, standin, config, caplog):
+    caplog.set_level(logging.DEBUG)
+    first, second = WeChatClient(config, tmp_path), WeChatClient(config, tmp_path)
+    assert first.access_token() == second.access_token()
+    assert standin.state.tokens_issued == 1
+    cache = tmp_path / "wechat-token.json"
+    assert cache.stat().st_mode & 0o777 == 0o600 and SECRET not in cache.read_text()
+    assert SECRET not in caplog.text
+
+
+def test_a_refused_token_is_refreshed_once_and_the_call_retried(tmp_path, standin, config):
+    client = WeChatClient(config, tmp_path)
+    client.access_token()
+    standin.set_faults(token_expire_now=True)
+    assert client.upload_image(JPEG, "a.jpg", "image/jpeg").startswith(standin.base_url)
+    assert standin.state.tokens_issued == 2
+    # A token someone else replaced (40001) is dropped from the cache as well.
+    (tmp_path / "wechat-token.json").write_text(json.dumps({"wxclient01": {"token": "stale", "expires_at": 9e9}}))
+    assert client.upload_image(JPEG, "a.jpg", "image/jpeg")
+
+
+def test_wrong_secret_is_a_token_error_without_the_secret(tmp_path, config):
+    client = WeChatClient(config.model_copy(update={"app_secret": SecretStr("wrong-secret")}), tmp_path)
+    with pytest.raises(WeChatTokenError) as caught:
+        client.access_token()
+    assert caught.value.code == 40125 and "wrong-secret" not in str(caught.value) and "app_secret" in str(caught.value)
+
+
+def test_multipart_without_the_media_field_is_41005(tmp_path, config):
+    client = WeChatClient(config, tmp_path)
+    with pytest.raises(WeChatMediaError) as caught:
+        client.call("/cgi-bin/media/uploadimg", files={"file": ("a.jpg", JPEG, "image/jpeg")})
+    assert caught.value.code == 41005
+
+
+def test_image_type_and_size_are_checked(tmp_path, config):
+    client = WeChatClient(config, tmp_path)
+    with pytest.raises(WeChatMediaError) as webp:
+        client.upload_image(b"RIFF\x00\x00\x00\x00WEBPVP8 ", "a.webp", "image/webp")
+    with pytest.raises(WeChatMediaError) as big:
+        client.upload_image(JPEG + b"\x00" * (1024 * 1024), "a.jpg", "image/jpeg")
+    assert (webp.value.code, big.value.code) == (40005, 40009)
+
+
+def test_drafts_are_sent_as_utf8_and_escaped_json_is_refused(tmp_path, standin, config):
+    client = WeChatClient(config, tmp_path)
+    thumb = cover(client)
+    article = {"title": "草原防火“十不准”", "author": "旗应急局", "content": "<p>严禁野外用火。</p>",
+               "thumb_media_id": thumb}
+    media_id = client.add_draft(article)
+    assert client.get_draft(media_id)["news_item"][0]["title"] == "草原防火“十不准”"
+    escaped = requests.post(f"{standin.base_url}/cgi-bin/draft/add", timeout=5,
+                            params={"access_token": client.access_token()},
+                            data=json.dumps({"articles": [article]}).encode())  # ensure_ascii=True: \uXXXX
+    assert escaped.json()["errcode"] == 40033
+
+
+def test_article_checks_at_the_api(tmp_path, standin, config):
+    client = WeChatClient(config, tmp_path)
+    thumb = cover(client)
+    base = {"title": "标题", "author": "作者", "content": "<p>正文</p>", "thumb_media_id": thumb}
+    with pytest.raises(WeChatLimitError) as title:
+        client.add_draft({**base, "title": "长" * 33})
+    with pytest.raises(WeChatLimitError) as digest:
+        client.add_draft({**base, "digest": "摘" * 129})
+    with pytest.raises(WeChatMediaError) as thumb_error:
+        client.add_draft({**base, "thumb_media_id": "temporary-media-id"})
+    assert (title.value.code, digest.value.code, thumb_error.value.code) == (45003, 45004, 40007)
+    assert "32" in str(title.value)
+
+
+def test_external_images_and_scripts_are_stripped_from_stored_content(tmp_path, standin, config):
+    client = WeChatClient(config, tmp_path)
+    own = client.upload_image(JPEG, "a.jpg", "image/jpeg")
+    content = f'<p>甲<img src="https://evil.example/x.png">乙<img src="{own}"></p><script>alert(1)</script>'
+    media_id = client.add_draft({"title": "t", "author": "a", "content": content, "thumb_media_id": cover(client)})
+    stored = client.get_draft(media_id)["news_item"][0]["content"]
+    assert stored == f'<p>甲乙<img src="{own}"></p>'
+
+
+def test_unverified_accounts_get_48001_on_freepublish_and_quotas_45009(tmp_path, standin, config):
+    client = WeChatClient(config, tmp_path)
+    standin.set_faults(unverified=True)
+    with pytest.raises(WeChatUnauthorized) as unauthorized:
+        client.published()
+    standin.set_faults(unverified=False, quota={"freepublish/batchget": 1})
+    assert client.published()["total_count"] == 0
+    with pytest.raises(WeChatQuotaExceeded) as quota:
+        client.published()
+    assert unauthorized.value.code == 48001 and quota.value.code == 45009 and not quota.value.retryable
+
+
+def test_legacy_token_endpoint_and_inspection(standin):
+    answer = requests.get(f"{standin.base_url}/cgi-bin/token", timeout=5,
+                          params={"grant_type": "client_credential", "appid": "wxclient01", "secret": SECRET}).json()
+    assert answer["expires_in"] == 7200 and answer["access_token"]
+    state = requests.get(f"{standin.base_url}/_standin/state", timeout=5).json()
+    assert state["tokens_issued"] == 1 and state["faults"]["title_limit"] == 32
+
+
+def test_runs_as_a_module(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "standins.wechat", "--port", "0"], stdout=subprocess.PIPE,
+                            text=True, cwd=Path(__file__).resolve().parent.parent)
+    try:
+        line = proc.stdout.readline()
+        base_url = line.split(" on ")[1].split()[0]
+        assert requests.get(f"{base_url}/_standin/state", timeout=5).json()["drafts"] == []
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

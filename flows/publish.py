@@ -6,6 +6,9 @@ blocks the others, and transient failures retry with backoff.
 
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime
+
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -44,8 +47,9 @@ def deliver_to(version_id: int, channel: str, action: str) -> DeliveryResult:
 def publish(version_id: int) -> list[dict]:
     settings = load_settings()
     store = Store.from_settings(settings)
-    if (held := embargoed_until(store, version_id)) is not None:
-        get_run_logger().warning("稿件定于 %s 发布，现在不发布", held.isoformat())
+    if (held := embargoed_until(store, version_id)) is not None and not wait_for_embargo(held):
+        get_run_logger().warning("稿件定于 %s 发布，现在不发布；已重新排定", held.isoformat())
+        requeue(version_id, held)
         return []
     delivery = deliver_to.with_options(
         retries=settings.publish_retries,
@@ -64,6 +68,25 @@ def publish(version_id: int) -> list[dict]:
     if failed:
         get_run_logger().warning("未成功的渠道：%s", "、".join(f"{r.channel}（{r.message}）" for r in failed))
     return [r.__dict__ for r in results]
+
+
+EARLY_START_TOLERANCE = 120  # seconds; workers pick scheduled runs up a little early (prefetch)
+
+
+def wait_for_embargo(held: datetime) -> bool:
+    """A run started just before the embargo waits for it; one started long before gives the time back."""
+    remaining = (held - datetime.now(UTC)).total_seconds()
+    if remaining > EARLY_START_TOLERANCE:
+        return False
+    time.sleep(max(0.0, remaining) + 0.05)
+    return True
+
+
+def requeue(version_id: int, held: datetime) -> None:
+    from prefect.deployments import run_deployment
+
+    run_deployment("publish/publish", parameters={"version_id": version_id}, scheduled_time=held, timeout=0,
+                   as_subflow=False, idempotency_key=f"embargo-{version_id}-{held.isoformat()}")
 
 
 def outcome(channel: str, action: str, future) -> DeliveryResult:  # type: ignore[no-untyped-def]

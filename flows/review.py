@@ -118,7 +118,7 @@ def start_publication(version_id: int, settings: Settings) -> None:
     run_deployment(
         PUBLISH_DEPLOYMENT, parameters={"version_id": version_id}, scheduled_time=held, timeout=0,
         flow_run_name=f"定时发布 · {title}（v{number}）", tags=[f"item:{item_id}", "embargo"],
-        idempotency_key=f"embargo-{version_id}",
+        idempotency_key=f"embargo-{version_id}", as_subflow=False,
     )
     get_run_logger().info("终审已通过，将于 %s 定时发布", held.isoformat())
 

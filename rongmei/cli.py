@@ -38,8 +38,8 @@ def status(
     """Items, versions, check results, sign-offs and deliveries."""
     from rongmei.status import collect, format_detail, format_table
 
-    _, store = _store()
-    items = collect(store, item)
+    settings, store = _store()
+    items = collect(store, item, settings)
     if item and not items:
         typer.echo(f"没有编号为 {item} 的稿件。用 `rongmei status` 查看全部。", err=True)
         raise typer.Exit(1)

@@ -8,10 +8,14 @@ approvals. After the final approval the renditions are frozen.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import secrets
 import shutil
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from rongmei import ledger
 from rongmei.checks import channels_of
@@ -21,6 +25,34 @@ from rongmei.settings import Settings
 from rongmei.store import Store
 
 log = logging.getLogger(__name__)
+
+
+def progress_path(settings: Settings, version_id: int) -> Path:
+    return settings.data_dir / "progress" / f"v{version_id}.json"
+
+
+def read_progress(settings: Settings, version_id: int) -> dict | None:
+    """The render in progress for `rongmei status`: {"label", "fraction", "at"} or None."""
+    try:
+        return json.loads(progress_path(settings, version_id).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _recording(settings: Settings, version_id: int,
+               report: Callable[[str, float], None] | None) -> Callable[[str, float], None]:
+    path = progress_path(settings, version_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def progress(label: str, fraction: float) -> None:
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"label": label, "fraction": round(fraction, 3), "at": time.time()},
+                                  ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+        if report is not None:
+            report(label, fraction)
+
+    return progress
 
 
 def prepare_renditions(store: Store, settings: Settings, version_id: int,
@@ -39,10 +71,12 @@ def prepare_renditions(store: Store, settings: Settings, version_id: int,
     try:
         manifest = produce_renditions(
             meta=meta, body=body, files=files, blob_path=store.blob_path, put_file=store.put_file,
-            settings=settings, channels=channels_of(meta, settings), work_dir=work_dir, progress=progress,
+            settings=settings, channels=channels_of(meta, settings), work_dir=work_dir,
+            progress=_recording(settings, version_id, progress),
         )
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)
+        progress_path(settings, version_id).unlink(missing_ok=True)
     digest = manifest_hash(manifest)
     with store.session() as session:
         version = store.version(session, version_id)

@@ -62,7 +62,15 @@ def _version_json(store: Store, session: Any, version: Version) -> dict[str, Any
     }
 
 
-def collect(store: Store, item_id: str | None = None) -> list[dict[str, Any]]:
+def _with_progress(settings: Any, version: dict[str, Any], version_id: int) -> dict[str, Any]:
+    from rongmei.prepare import read_progress
+
+    if settings is not None and (progress := read_progress(settings, version_id)):
+        version["rendering"] = progress
+    return version
+
+
+def collect(store: Store, item_id: str | None = None, settings: Any = None) -> list[dict[str, Any]]:
     with store.session() as session:
         query = select(Item).order_by(Item.updated_at.desc())
         if item_id:
@@ -78,7 +86,7 @@ def collect(store: Store, item_id: str | None = None) -> list[dict[str, Any]]:
                     "id": item.id,
                     "state": item.state,
                     "current_version": item.current_version,
-                    "versions": [_version_json(store, session, v) for v in shown],
+                    "versions": [_with_progress(settings, _version_json(store, session, v), v.id) for v in shown],
                 }
             )
         return result
@@ -95,6 +103,9 @@ def format_table(items: list[dict[str, Any]]) -> str:
         delivered = ", ".join(
             f"{d['channel']}:{DELIVERY_ZH.get(d['state'], d['state'])}" for d in latest.get("deliveries", [])
         )
+        rendering = latest.get("rendering")
+        if rendering:
+            delivered = f"渲染中 {rendering['label']} {rendering['fraction']:.0%}" + (f" {delivered}" if delivered else "")
         lines.append(
             f"{item['id']:<28} v{item['current_version']:<3} {STATE_ZH.get(item['state'], item['state']):<8} "
             f"{latest.get('title', '')[:30]:<30}  提醒 {warnings}" + (f"  [{delivered}]" if delivered else "")
@@ -106,6 +117,8 @@ def format_detail(item: dict[str, Any]) -> str:
     out = [f"稿件 {item['id']} · 当前版本 v{item['current_version']} · {STATE_ZH.get(item['state'], item['state'])}"]
     for v in item["versions"]:
         out.append(f"\n  v{v['version']}  {v['title']}  ({STATE_ZH.get(v['state'], v['state'])})")
+        if v.get("rendering"):
+            out.append(f"    渲染中：{v['rendering']['label']} {v['rendering']['fraction']:.0%}")
         out.append(f"    内容哈希 {v['content_hash'][:16]}…  收稿 {v['created_at'][:19]}  原稿 {v['archived_to']}")
         for c in v["checks"]:
             mark = "✗" if c["severity"] == "blocking" else "!"

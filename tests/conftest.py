@@ -153,8 +153,24 @@ class PrefectStack:
 
 
 @pytest.fixture(scope="session")
-def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectStack]:
+def wechat_standin() -> Iterator[object]:
+    """The WeChat stand-in on 127.0.0.1; the session's worker publishes to it."""
+    from standins.wechat import start_standin
+
+    standin = start_standin(app_id="wx-test-stack", secret="stack-secret")
+    try:
+        yield standin
+    finally:
+        standin.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_stack(tmp_path_factory: pytest.TempPathFactory, wechat_standin) -> Iterator[PrefectStack]:
+    import json
+    import tomllib
+
     root = tmp_path_factory.mktemp("stack")
+    demo = tomllib.loads((Path(__file__).resolve().parent.parent / "rongmei.toml").read_text(encoding="utf-8"))
     # Flow runs in the worker read their settings from the environment, as under `rongmei up`.
     os.environ.update(
         {
@@ -163,6 +179,12 @@ def prefect_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectS
             "RONGMEI_PUBLISH_RETRY_DELAY": "0.2",
             "RONGMEI_EXTRA_PUBLISHERS": '{"flaky": "plugins.testchannels:FlakyPublisher", '
             '"broken": "plugins.testchannels:BrokenPublisher"}',
+            "RONGMEI_WECHAT__BASE_URL": wechat_standin.base_url,
+            "RONGMEI_WECHAT__APP_ID": "wx-test-stack",
+            "RONGMEI_WECHAT__APP_SECRET": "stack-secret",
+            # the demo zones and screen groups, as `rongmei up` has them
+            "RONGMEI_ZONES": json.dumps(demo["zones"], ensure_ascii=False),
+            "RONGMEI_SCREEN_GROUPS": json.dumps(demo["screen_groups"], ensure_ascii=False),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
         }
     )

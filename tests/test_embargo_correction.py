@@ -92,3 +92,20 @@ def test_correction_reaches_every_channel_that_had_the_item(people, prefect_stac
                                                       LedgerEntry.item_id == "corr")).all()
     assert actions == {("web", "update", "succeeded"), ("flaky", "update", "succeeded")}
     assert {e.details["channel"] for e in updated} == {"web", "flaky"}
+
+
+def test_retract_flow_needs_a_desk_heads_code(people, prefect_stack):
+    from flows.retract import retract
+    from rongmei.errors import SignOffRefused
+
+    settings, store = people
+    with pytest.raises(SignOffRefused):
+        retract("corr", "核实后撤稿", "e-cor2", code_for(settings, "e-cor2", 1))  # an editor may not retract
+    results = retract("corr", "核实后撤稿", "d-cor2", code_for(settings, "d-cor2", 1))
+    assert {r["channel"]: r["state"] for r in results} == {"web": "succeeded", "flaky": "succeeded"}
+    page = (settings.site_dir / "articles" / "corr" / "index.html").read_text(encoding="utf-8")
+    assert "核实后撤稿" in page
+    with store.session() as s:
+        actions = [e.action for e in s.scalars(select(LedgerEntry).where(LedgerEntry.item_id == "corr"))]
+        assert ledger.verify(s).ok
+    assert "retract_refused" in actions and actions[-1] == "item_retracted"

@@ -133,3 +133,40 @@ def test_settings_select_the_s3_target(endpoint, bucket, tmp_path: Path):
     assert isinstance(target, S3Target)
     target.write_text("index.html", "hello")
     assert head(endpoint, bucket, "index.html")["ContentType"] == "text/html; charset=utf-8"
+
+
+def test_channels_publish_and_retract_through_the_s3_target(endpoint, bucket, tmp_path: Path):
+    """The web and loudspeaker channels, configured with s3_bucket, write to the bucket (media before the
+    playlist), and a retraction replaces the page and empties the playlist."""
+    import json
+
+    from test_loudspeakers_support import Blobs, audio_rendition, channel_settings, make_release
+
+    from publishers.base import Receipt
+    from publishers.loudspeakers import LoudspeakerPublisher
+    from publishers.web import WebPublisher
+
+    settings = channel_settings(Settings(data_dir=tmp_path / "data", s3_bucket=bucket, s3_endpoint_url=endpoint))
+    blobs = Blobs(tmp_path / "blobs")
+    audio = audio_rendition(blobs)
+    release = make_release(blobs, "s3-news", {"loudspeaker_audio": audio}, zones=["150121101"], kind="audio")
+    s3 = boto3.client("s3", endpoint_url=endpoint)
+
+    web = WebPublisher(settings).publish(release)
+    speakers = LoudspeakerPublisher(settings).publish(release)
+    page = s3.get_object(Bucket=bucket, Key="articles/s3-news/index.html")
+    assert page["ContentType"] == "text/html; charset=utf-8" and "标题 s3-news" in page["Body"].read().decode()
+    playlist = json.loads(s3.get_object(Bucket=bucket, Key="loudspeakers/150121101201/playlist.json")["Body"].read())
+    entries = [e for e in playlist["items"] if e["id"] == "s3-news"]  # one per broadcast slot
+    media_key = f"media/{audio['sha256']}.mp3"
+    media = s3.head_object(Bucket=bucket, Key=media_key)
+    assert entries and all(e["media"]["sha256"] == audio["sha256"] for e in entries)
+    assert media["CacheControl"] == CACHE_IMMUTABLE
+    assert media["ContentType"] == "audio/mpeg"
+
+    LoudspeakerPublisher(settings).retract("s3-news", Receipt(**speakers.__dict__), "撤稿测试")
+    WebPublisher(settings).retract("s3-news", Receipt(**web.__dict__), "撤稿测试")
+    playlist = json.loads(s3.get_object(Bucket=bucket, Key="loudspeakers/150121101201/playlist.json")["Body"].read())
+    assert all(e["id"] != "s3-news" for e in playlist["items"])
+    page = s3.get_object(Bucket=bucket, Key="articles/s3-news/index.html")["Body"].read().decode()
+    assert "撤稿测试" in page

@@ -54,3 +54,50 @@ def test_render_progress_shows_in_status(settings, store):
     table, detail = seen[-1]
     assert "渲染中" in table and "rendering" in detail[0]["versions"][0]
     assert "rendering" not in collect(store, "progress", settings)[0]["versions"][0]  # gone when done
+
+
+def test_sample_video_and_audio_get_every_rendition_and_reviewers_see_them(settings, store):
+    import shutil
+    from pathlib import Path
+
+    import imageio_ffmpeg  # noqa: F401 - the ffmpeg the renditions use
+
+    from conftest import age_tree
+    from rongmei.prepare import prepare_preview
+    from rongmei.review import form_description
+    from rongmei.settings import ScreenGroup
+
+    samples = Path(__file__).resolve().parent.parent / "content" / "samples"
+    settings.zones = [Zone(code="150121", name="示例旗"), Zone(code="150121101", name="巴彦镇", parent="150121")]
+    settings.screen_groups = [ScreenGroup(id="square", name="文化广场")]
+    shutil.copytree(samples / "video-market", settings.inbox / "video-market")
+    for name in ("morning-news.mp3", "morning-news.yaml"):
+        shutil.copy2(samples / name, settings.inbox / name)
+    for p in settings.inbox.iterdir():
+        age_tree(p)
+    outcomes = {o.item_id: o for o in ingest_inbox(settings, store)}
+    assert {o.status for o in outcomes.values()} == {"ingested"}, [o.problems for o in outcomes.values()]
+
+    expected = {
+        "video-market": {"video_web", "video_screen", "thumbnail", "cover_900x383", "cover_1x1", "share_image",
+                         "screen_card"},
+        "morning-news": {"loudspeaker_audio", "share_image"},
+    }
+    for item_id, keys in expected.items():
+        version_id = outcomes[item_id].version_id
+        prepare_renditions(store, settings, version_id)
+        token = prepare_preview(store, settings, version_id)
+        with store.session() as s:
+            renditions = store.version(s, version_id).renditions
+        assert keys <= set(renditions), (item_id, sorted(renditions))
+        description = form_description(store, settings, version_id, settings.stages[0])
+        assert f"/preview/{token}/" in description
+        for key in keys & {"cover_900x383", "screen_card", "thumbnail", "share_image"}:
+            assert f"/preview/{token}/renditions/{key}." in description
+            assert list((settings.data_dir / "preview" / token / "renditions").glob(f"{key}.*"))
+    with store.session() as s:
+        audio = store.latest_version(s, "morning-news").renditions["loudspeaker_audio"]
+        video = store.latest_version(s, "video-market").renditions
+    assert audio["source"] == "recording" and audio["channels"] == 1 and abs(audio["integrated_lufs"] + 16) <= 1
+    assert video["video_screen"]["width"] == 1920 and video["video_screen"]["height"] == 1080
+    assert video["video_web"]["pix_fmt"] == "yuv420p"

@@ -284,3 +284,17 @@ def test_sample_items_appear_in_the_stand_in_with_their_html_and_cover(tmp_path,
     artifacts.mkdir(parents=True, exist_ok=True)  # for a human look at what WeChat receives
     (artifacts / f"{release.item_id}.html").write_text(
         f"<!doctype html><meta charset=utf-8><h1>{news['title']}</h1>{news['content']}", encoding="utf-8")
+
+
+def test_correction_is_a_new_article_linking_the_original(tmp_path, standin, wechat_settings):
+    from publishers.base import Receipt
+
+    original = publisher(wechat_settings).publish(harvest(tmp_path))
+    corrected = publisher(wechat_settings).update(harvest(tmp_path, summary="更正后的摘要。"),
+                                                  Receipt(**original.__dict__))
+    articles = state(standin)["articles"]
+    assert len(articles) == 2 and corrected.url != original.url
+    news = next(a for a in articles if a["url"] == corrected.url)["news_item"][0]
+    assert news["title"].startswith("更正：") and len(news["title"]) <= 32
+    assert "更正说明" in news["content"] and original.url in news["content"]
+    assert corrected.details["corrects"] == original.remote_id

@@ -67,9 +67,11 @@ def main() -> None:
                     await_pause(runs[item], stage, timeout=300)
                     resume_flow_run(runs[item], run_input={"decision": "approve", "reviewer": f"{prefix}{n}",
                                                            "code": code_for(settings, f"{prefix}{n}")})
+            for item in ids:  # every run waits at 终审 before the clock starts: no queue in front of the worker
+                await_pause(runs[item], "final-0", timeout=600)
+            time.sleep(3)
             timings = []
             for n, item in enumerate(ids):
-                await_pause(runs[item], "final-0", timeout=300)
                 url = f"{server.url}/articles/{item}/"
                 start = time.perf_counter()
                 resume_flow_run(runs[item], run_input={"decision": "approve", "reviewer": f"c{n}",

@@ -86,7 +86,7 @@ def review(version_id: int) -> str:
             key=key,
             timeout=None,
         )
-        result = apply_signoff(store, settings, version_id, stage, key, form.model_dump())
+        result = apply_signoff(store, settings, version_id, stage, key, form.model_dump(), at=submitted_at(key))
         if result.status == "refused":
             logger.warning("签字未被接受：%s。请重新填写签字单。", result.message)
             continue
@@ -96,6 +96,15 @@ def review(version_id: int) -> str:
     set_stage_tags(item_id, "published")
     start_publication(version_id, settings)
     return "approved"
+
+
+def submitted_at(pause_key: str) -> float | None:
+    """When the reviewer pressed Submit (recorded by the Prefect server): a code is checked against that
+    moment, not against when a busy worker got round to the run, so a valid code never expires in a queue."""
+    run = get_run_context().flow_run
+    with get_client(sync_client=True) as client:
+        found = client.filter_flow_run_input(run.id, f"suspended-{pause_key}-response", limit=1, exclude_keys=set())
+    return found[0].created.timestamp() if found and found[0].created else None
 
 
 def start_publication(version_id: int, settings: Settings) -> None:

@@ -60,7 +60,8 @@ def attempts_so_far(store: Store, version_id: int, stage: str) -> int:
 
 
 def apply_signoff(
-    store: Store, settings: Settings, version_id: int, stage: ReviewStage, pause_key: str, form: dict[str, Any]
+    store: Store, settings: Settings, version_id: int, stage: ReviewStage, pause_key: str, form: dict[str, Any],
+    *, at: float | None = None,
 ) -> StageResult:
     """Apply one answer to a stage's form. Applying the same `pause_key` twice returns the first result."""
     reviewer_id = str(form.get("reviewer", "")).strip()
@@ -74,7 +75,7 @@ def apply_signoff(
             return StageResult(done.status, done.reason)
         version = store.version(session, version_id)
         try:
-            _admit(store, settings, session, version, stage, reviewer_id, decision, str(form.get("code", "")))
+            _admit(store, settings, session, version, stage, reviewer_id, decision, str(form.get("code", "")), at)
         except SignOffRefused as refusal:
             session.add(
                 ReviewAttempt(
@@ -112,7 +113,7 @@ def apply_signoff(
             session, action, actor=f"reviewer:{reviewer_id}", item_id=version.item_id, version=version.number,
             content_hash=version.signed_hash,
             details={"stage": stage.name, "label": stage.label, "decision": decision, "comment": comment,
-                     "renditions_hash": version.renditions_hash},
+                     "renditions_hash": version.renditions_hash, "submitted_at": at},
         )
         message = f"{stage.label}：{reviewer_id} {DECISION_ZH[decision]}" + (f"（{comment}）" if comment else "")
     if decision == "return":
@@ -122,7 +123,7 @@ def apply_signoff(
 
 def _admit(
     store: Store, settings: Settings, session: Any, version: Version, stage: ReviewStage, reviewer_id: str,
-    decision: str, code: str,
+    decision: str, code: str, at: float | None = None,
 ) -> None:
     if version.state != ItemState.in_review:
         raise SignOffRefused(f"该版本（v{version.number}）已不在审核中（{version.state}），签字无效")
@@ -131,7 +132,7 @@ def _admit(
     reviewer = session.get(Reviewer, reviewer_id)
     if reviewer is None or not reviewer.active:
         raise SignOffRefused(f"审核人“{reviewer_id}”未登记或已停用")
-    verify_code(store, settings, session, reviewer_id, code)  # identity first; the code is spent either way
+    verify_code(store, settings, session, reviewer_id, code, at=at)  # identity first; the code is spent either way
     if stage.role not in reviewer.roles:
         raise SignOffRefused(
             f"{reviewer.name}（{reviewer_id}）没有“{role_label(stage.role)}”权限，不能签{stage.label}"

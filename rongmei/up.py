@@ -39,7 +39,7 @@ def prefect_env(settings: Settings, api_url: str) -> dict[str, str]:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "PREFECT_UI_API_URL": api_url,
-            "PREFECT_WORKER_QUERY_SECONDS": "2",
+            "PREFECT_WORKER_QUERY_SECONDS": "1",
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             "PREFECT_LOGGING_LEVEL": "INFO",
             "RONGMEI_HOME": str(PROJECT_ROOT),

@@ -60,6 +60,10 @@ def test_three_stages_with_refusals_then_publish(team, prefect_stack):
         deliveries = {d.channel: d for d in s.scalars(select(Delivery).where(Delivery.item_id == "harvest"))}
         refused = s.scalars(select(LedgerEntry).where(LedgerEntry.action == "signoff_refused",
                                                       LedgerEntry.item_id == "harvest")).all()
+        signed = s.scalars(select(LedgerEntry).where(LedgerEntry.action.in_(("signed", "approved")),
+                                                     LedgerEntry.item_id == "harvest")).all()
+        # codes were checked against the moment the reviewer submitted, as the Prefect server recorded it
+        assert len(signed) == 3 and all(isinstance(e.details["submitted_at"], float) for e in signed)
         assert ledger.verify(s).ok
     assert deliveries["web"].state == "succeeded"
     assert (deliveries["flaky"].state, deliveries["flaky"].attempts) == ("succeeded", 3)  # retried, then worked

@@ -101,3 +101,19 @@ def test_sample_video_and_audio_get_every_rendition_and_reviewers_see_them(setti
     assert audio["source"] == "recording" and audio["channels"] == 1 and abs(audio["integrated_lufs"] + 16) <= 1
     assert video["video_screen"]["width"] == 1920 and video["video_screen"]["height"] == 1080
     assert video["video_web"]["pix_fmt"] == "yuv420p"
+
+
+def test_code_is_checked_at_submission_time_not_when_the_worker_gets_to_it(settings, store):
+    import time
+
+    write_drop(settings.inbox, "late", "title: 迟到的签字\nauthor: 张三\nchannels: [web]")
+    (outcome,) = ingest_inbox(settings, store)
+    enroll(store, settings, "ed", "编辑", ["editor"])
+    submitted = time.time() - 300  # the form was submitted five minutes before the run resumed
+    totp = pyotp.TOTP(_load_secrets(settings)["ed"]["secret"])
+    form = {"decision": "approve", "reviewer": "ed", "code": totp.at(submitted)}
+    stage = settings.stages[0]
+    stale = apply_signoff(store, settings, outcome.version_id, stage, "first-0", form)
+    assert stale.status == "refused"  # checked against "now", the code has long expired
+    on_time = apply_signoff(store, settings, outcome.version_id, stage, "first-1", form, at=submitted)
+    assert on_time.status == "approved"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import lru_cache
 from importlib.metadata import entry_points
 
 from publishers.base import Publisher
@@ -24,6 +25,15 @@ class Registry:
 
 
 def load_publishers(extra: dict[str, type[Publisher]] | None = None) -> Registry:
+    found = _from_entry_points()
+    registry = Registry(dict(found.publishers), dict(found.errors))
+    registry.publishers.update(extra or {})
+    return registry
+
+
+@lru_cache(maxsize=1)
+def _from_entry_points() -> Registry:
+    """Scanning installed distributions is slow; the set of installed channels does not change in a process."""
     registry = Registry()
     for ep in entry_points(group=GROUP):
         try:
@@ -36,5 +46,4 @@ def load_publishers(extra: dict[str, type[Publisher]] | None = None) -> Registry
             registry.errors[ep.name] = f"{ep.value} is not a Publisher subclass"
             continue
         registry.publishers[ep.name] = cls
-    registry.publishers.update(extra or {})
     return registry

@@ -115,13 +115,30 @@ def postgres_url() -> Iterator[str]:
 class PrefectStack:
     """A real Prefect server + the deployments from prefect.yaml + a process worker, like `rongmei up`."""
 
-    def __init__(self, settings: Settings, port: int) -> None:
+    def __init__(self, settings: Settings, port: int, worker_env: dict[str, str] | None = None) -> None:
         from rongmei.up import Stack
 
         self.settings = settings
         self.port = port
         self.stack = Stack(settings)
         self.api_url = ""
+        # Settings only the worker's flow runs see (channels' zones, the WeChat stand-in), kept out of this
+        # process so they do not leak into other tests' settings.
+        self.worker_env = worker_env or {}
+
+    def _start_worker(self) -> None:
+        from rongmei.up import start_worker
+
+        saved = {k: os.environ.get(k) for k in self.worker_env}
+        os.environ.update(self.worker_env)
+        try:
+            start_worker(self.stack, self.settings, self.api_url)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def start_server(self) -> None:
         from rongmei.up import start_prefect
@@ -129,10 +146,10 @@ class PrefectStack:
         self.api_url = start_prefect(self.stack, self.settings, self.port)
 
     def deploy_and_work(self) -> None:
-        from rongmei.up import deploy, start_worker
+        from rongmei.up import deploy
 
         deploy(self.settings, self.api_url)
-        start_worker(self.stack, self.settings, self.api_url)
+        self._start_worker()
 
     def stop_process(self, name: str) -> None:
         proc = self.stack.processes.pop(name)
@@ -141,12 +158,10 @@ class PrefectStack:
 
     def restart_all(self) -> None:
         """Worker first, then the server, as `rongmei up` stops them; then both again."""
-        from rongmei.up import start_worker
-
         self.stop_process("worker")
         self.stop_process("prefect")
         self.start_server()
-        start_worker(self.stack, self.settings, self.api_url)
+        self._start_worker()
 
     def stop(self) -> None:
         self.stack.stop()
@@ -164,13 +179,24 @@ def wechat_standin() -> Iterator[object]:
         standin.stop()
 
 
-@pytest.fixture(scope="session")
-def prefect_stack(tmp_path_factory: pytest.TempPathFactory, wechat_standin) -> Iterator[PrefectStack]:
+def stack_worker_env(wechat_base_url: str) -> dict[str, str]:
+    """The WeChat stand-in and the demo zones and screen groups, as `rongmei up` gives its worker."""
     import json
     import tomllib
 
-    root = tmp_path_factory.mktemp("stack")
     demo = tomllib.loads((Path(__file__).resolve().parent.parent / "rongmei.toml").read_text(encoding="utf-8"))
+    return {
+        "RONGMEI_WECHAT__BASE_URL": wechat_base_url,
+        "RONGMEI_WECHAT__APP_ID": "wx-test-stack",
+        "RONGMEI_WECHAT__APP_SECRET": "stack-secret",
+        "RONGMEI_ZONES": json.dumps(demo["zones"], ensure_ascii=False),
+        "RONGMEI_SCREEN_GROUPS": json.dumps(demo["screen_groups"], ensure_ascii=False),
+    }
+
+
+@pytest.fixture(scope="session")
+def prefect_stack(tmp_path_factory: pytest.TempPathFactory, wechat_standin) -> Iterator[PrefectStack]:
+    root = tmp_path_factory.mktemp("stack")
     # Flow runs in the worker read their settings from the environment, as under `rongmei up`.
     os.environ.update(
         {
@@ -179,12 +205,6 @@ def prefect_stack(tmp_path_factory: pytest.TempPathFactory, wechat_standin) -> I
             "RONGMEI_PUBLISH_RETRY_DELAY": "0.2",
             "RONGMEI_EXTRA_PUBLISHERS": '{"flaky": "plugins.testchannels:FlakyPublisher", '
             '"broken": "plugins.testchannels:BrokenPublisher"}',
-            "RONGMEI_WECHAT__BASE_URL": wechat_standin.base_url,
-            "RONGMEI_WECHAT__APP_ID": "wx-test-stack",
-            "RONGMEI_WECHAT__APP_SECRET": "stack-secret",
-            # the demo zones and screen groups, as `rongmei up` has them
-            "RONGMEI_ZONES": json.dumps(demo["zones"], ensure_ascii=False),
-            "RONGMEI_SCREEN_GROUPS": json.dumps(demo["screen_groups"], ensure_ascii=False),
             "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
         }
     )
@@ -193,7 +213,7 @@ def prefect_stack(tmp_path_factory: pytest.TempPathFactory, wechat_standin) -> I
     settings = Settings()
     for sub in ("inbox", "archive", "rejected", "returned"):
         (settings.content_dir / sub).mkdir(parents=True, exist_ok=True)
-    stack = PrefectStack(settings, PREFECT_PORT)
+    stack = PrefectStack(settings, PREFECT_PORT, worker_env=stack_worker_env(wechat_standin.base_url))
     stack.start_server()
     stack.deploy_and_work()
     try:

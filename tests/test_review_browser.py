@@ -39,7 +39,12 @@ def test_sign_first_stage_in_prefect_ui(prefect_stack):
         field("Comment").fill("同意，请复审")
         page.screenshot(path=str(ARTIFACTS / "prefect-ui-signoff-form.png"))
         dialog.get_by_role("button", name="Submit").click()
-        run = await_pause(run_id, "second-0")
+        try:
+            dialog.wait_for(state="hidden", timeout=30_000)  # the UI closes the dialog once the API took it
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "prefect-ui-submit-pending.png"))
+            raise
+        run = await_pause(run_id, "second-0", timeout=240)
         page.reload()
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "prefect-ui-after-signoff.png"))

@@ -122,4 +122,5 @@ def test_publish_rerun_publishes_nothing_twice_then_retract(team, prefect_stack)
     assert "/articles/harvest/" not in (settings.site_dir / "feed.xml").read_text(encoding="utf-8")
     with store.session() as s:
         assert ledger.verify(s).ok
-        assert s.scalars(select(LedgerEntry).where(LedgerEntry.action == "item_retracted")).one().details["reason"]
+        assert s.scalars(select(LedgerEntry).where(LedgerEntry.action == "item_retracted",
+                                                   LedgerEntry.item_id == "harvest")).one().details["reason"]

@@ -26,7 +26,10 @@ pytestmark = [pytest.mark.prefect, pytest.mark.media]
 SAMPLES = Path(__file__).resolve().parent.parent / "content" / "samples"
 
 
-def test_sample_article_goes_out_on_every_channel(prefect_stack, wechat_standin):
+def test_sample_article_goes_out_on_every_channel(prefect_stack, wechat_standin, monkeypatch):
+    # ingest runs in this process and checks the sample's zones and screen groups against the demo config
+    for key, value in prefect_stack.worker_env.items():
+        monkeypatch.setenv(key, value)
     settings = prefect_stack.settings
     store = Store.from_settings(settings)
     for prefix, role in (("e", "editor"), ("d", "desk_head"), ("c", "chief_editor")):

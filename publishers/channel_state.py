@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from publishers.base import Release
-from rongmei.distribution import Target
+from publishers.base import Publisher, Release
+from rongmei.distribution import Target, target_from_settings
 from rongmei.errors import PublishError
 from rongmei.settings import Settings
 
@@ -156,3 +156,14 @@ def window_end(now: datetime, settings: Settings) -> datetime:
     local = now.astimezone(local_zone(settings))
     midnight = local.replace(hour=0, minute=0, second=0, microsecond=0)
     return midnight + timedelta(days=2)
+
+
+class AggregatePublisher(Publisher):
+    """Base of channels whose outputs (index, playlists, manifests) are rebuilt from per-item state files
+    and written to the distribution target. `now` and `target` can be injected (tests, previews)."""
+
+    def __init__(self, settings: Settings, now: Clock | None = None, target: Target | None = None) -> None:
+        super().__init__(settings)
+        self.now = now or utc_now
+        self.target = target or target_from_settings(settings)
+        self.state = ChannelState(settings, self.name)

@@ -22,20 +22,19 @@ from typing import Any, ClassVar
 
 from feedgen.feed import FeedGenerator
 
-from publishers.base import Capabilities, Correction, Publisher, Receipt, Release
+from publishers.base import Capabilities, Correction, Receipt, Release
 from publishers.channel_state import (
-    ChannelState,
+    AggregatePublisher,
     Clock,
     iso,
     local_zone,
     parse_time,
     public_url,
     upload_rendition,
-    utc_now,
     window_end,
     write_manifest,
 )
-from rongmei.distribution import Target, target_from_settings
+from rongmei.distribution import Target
 from rongmei.errors import ConfigError, PublishError
 from rongmei.model import ItemMeta, Priority
 from rongmei.settings import Settings
@@ -75,7 +74,7 @@ def playlist_keys(zone: str) -> dict[str, str]:
     return {"json": f"{base}/playlist.json", "m3u8": f"{base}/playlist.m3u8", "podcast": f"{base}/podcast.xml"}
 
 
-class LoudspeakerPublisher(Publisher):
+class LoudspeakerPublisher(AggregatePublisher):
     name: ClassVar[str] = "loudspeakers"
     capabilities: ClassVar[Capabilities] = Capabilities(
         can_update=True,
@@ -86,10 +85,7 @@ class LoudspeakerPublisher(Publisher):
     )
 
     def __init__(self, settings: Settings, now: Clock | None = None, target: Target | None = None) -> None:
-        super().__init__(settings)
-        self.now = now or utc_now
-        self.target = target or target_from_settings(settings)
-        self.state = ChannelState(settings, self.name)
+        super().__init__(settings, now, target)
 
     # Actions ---------------------------------------------------------------------------------------------
     def publish(self, release: Release) -> Receipt:

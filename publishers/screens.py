@@ -15,20 +15,19 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from publishers.base import Capabilities, Correction, Publisher, Receipt, Release
+from publishers.base import Capabilities, Correction, Receipt, Release
 from publishers.channel_state import (
-    ChannelState,
+    AggregatePublisher,
     Clock,
     iso,
     parse_time,
     public_url,
     upload_rendition,
-    utc_now,
     window_end,
     write_manifest,
 )
 from publishers.loudspeakers import numeric_priority
-from rongmei.distribution import Target, target_from_settings
+from rongmei.distribution import Target
 from rongmei.errors import ConfigError, PublishError
 from rongmei.model import Priority
 from rongmei.settings import Settings
@@ -51,7 +50,7 @@ def player_key(group: str) -> str:
     return f"screens/{group}/player.html"
 
 
-class ScreenPublisher(Publisher):
+class ScreenPublisher(AggregatePublisher):
     name: ClassVar[str] = "screens"
     capabilities: ClassVar[Capabilities] = Capabilities(
         can_update=True,
@@ -63,11 +62,8 @@ class ScreenPublisher(Publisher):
 
     def __init__(self, settings: Settings, now: Clock | None = None, target: Target | None = None,
                  card_seconds: int = CARD_SECONDS) -> None:
-        super().__init__(settings)
+        super().__init__(settings, now, target)
         self.card_seconds = card_seconds
-        self.now = now or utc_now
-        self.target = target or target_from_settings(settings)
-        self.state = ChannelState(settings, self.name)
 
     def publish(self, release: Release) -> Receipt:
         return self._put(release, previous=None)

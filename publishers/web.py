@@ -29,9 +29,9 @@ import nh3
 from feedgen.feed import FeedGenerator
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from publishers.base import Capabilities, Correction, Publisher, Receipt, Release
-from publishers.channel_state import ChannelState, Clock, iso, local_zone, parse_time, utc_now
-from rongmei.distribution import DirectoryTarget, Target, target_from_settings
+from publishers.base import Capabilities, Correction, Receipt, Release
+from publishers.channel_state import AggregatePublisher, Clock, iso, local_zone, parse_time, utc_now
+from rongmei.distribution import DirectoryTarget, Target
 from rongmei.errors import PublishError
 from rongmei.model import Kind
 from rongmei.settings import Settings
@@ -290,7 +290,7 @@ def newest_first(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]
 
 
 # The channel -------------------------------------------------------------------------------------------------
-class WebPublisher(Publisher):
+class WebPublisher(AggregatePublisher):
     """Static site channel. Pages update in place; a retraction leaves a notice at the same URL."""
 
     name: ClassVar[str] = "web"
@@ -303,10 +303,7 @@ class WebPublisher(Publisher):
     )
 
     def __init__(self, settings: Settings, now: Clock | None = None, target: Target | None = None) -> None:
-        super().__init__(settings)
-        self.now = now or utc_now
-        self.target = target or target_from_settings(settings)
-        self.state = ChannelState(settings, self.name)
+        super().__init__(settings, now, target)
         self.site = Site(settings)
 
     def publish(self, release: Release) -> Receipt:

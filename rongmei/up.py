@@ -23,6 +23,7 @@ import requests
 
 from rongmei.errors import ConfigError
 from rongmei.settings import Settings
+from rongmei.warmstart import SOCKET_ENV
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,8 @@ def prefect_env(settings: Settings, api_url: str) -> dict[str, str]:
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             "PREFECT_LOGGING_LEVEL": "INFO",
             "RONGMEI_HOME": str(PROJECT_ROOT),
+            "RONGMEI_PYTHON": sys.executable,  # the deployments' command (prefect.yaml) runs this Python
+            SOCKET_ENV: str((settings.data_dir / "run" / "warmstart.sock").resolve()),
             "RONGMEI_CONTENT_DIR": str(settings.content_dir.resolve()),
             "RONGMEI_DATA_DIR": str(settings.data_dir.resolve()),
         }
@@ -87,7 +90,7 @@ class Stack:
 
     def stop(self) -> None:
         # Workers before the server: a worker that loses its server mid-run marks runs as crashed.
-        for name in ("worker", "prefect"):
+        for name in ("worker", "warmstart", "prefect"):
             proc = self.processes.get(name)
             if proc and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -134,7 +137,11 @@ def deploy(settings: Settings, api_url: str) -> None:
 
 
 def start_worker(stack: Stack, settings: Settings, api_url: str) -> None:
+    """The warm server first (flow runs start as its forks, see rongmei.warmstart), then the worker."""
     env = prefect_env(settings, api_url)
+    stack.start_process(
+        "warmstart", [sys.executable, "-m", "rongmei.warmstart", "serve"], env, settings.data_dir / "logs" / "warmstart.log"
+    )
     stack.start_process(
         "worker",
         [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process", "--limit", "4"],

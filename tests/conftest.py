@@ -158,8 +158,8 @@ class PrefectStack:
 
     def restart_all(self) -> None:
         """Worker first, then the server, as `rongmei up` stops them; then both again."""
-        self.stop_process("worker")
-        self.stop_process("prefect")
+        for name in ("worker", "warmstart", "prefect"):
+            self.stop_process(name)
         self.start_server()
         self._start_worker()
 

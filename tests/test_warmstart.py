@@ -1,0 +1,174 @@
+"""Warm start: flow runs start as forks of a server that has Prefect and our flows imported.
+
+The client (`python -m rongmei.warmstart`, the deployments' command) must behave like `python -m prefect.engine`
+in every way the worker can see: output on its own stdout/stderr, the same exit code, death by the same
+signal; and it must run cold, never fail, when the server is missing or was started with other settings.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import flows
+
+CLIENT = [sys.executable, "-m", "rongmei.warmstart"]
+BAD_ID_MESSAGE = "Invalid flow run id"
+
+
+class WarmServer:
+    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
+        self.socket = tmp_path / "run" / "warm.sock"
+        self.log = tmp_path / "warmstart.log"
+        self.env = env
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen([*CLIENT, "serve", "--socket", str(self.socket)], env=env, stdout=out,
+                                         stderr=subprocess.STDOUT)
+        self.wait_for_log("ready in", count=1)
+
+    def text(self) -> str:
+        return self.log.read_text(encoding="utf-8")
+
+    def wait_for_log(self, needle: str, count: int = 1, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.text().count(needle) >= count:
+                return self.text()
+            assert self.proc.poll() is None, f"warm server exited:\n{self.text()}"
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} not in the warm server's log:\n{self.text()}")
+
+    def client_env(self, **extra: str) -> dict[str, str]:
+        return {**self.env, "RONGMEI_WARMSTART_SOCKET": str(self.socket), **extra}
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def silent_api() -> Iterator[str]:
+    """An API address that accepts connections and never answers: a flow run started against it hangs."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/api"
+    finally:
+        listener.close()
+
+
+@pytest.fixture
+def warm(tmp_path: Path, silent_api: str) -> Iterator[WarmServer]:
+    env = {**os.environ, "PREFECT_API_URL": silent_api, "PREFECT_HOME": str(tmp_path / "prefect"),
+           "PREFECT_LOGGING_LEVEL": "INFO"}
+    server = WarmServer(tmp_path, env)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def warm_pid(server: WarmServer, run_id: str) -> int:
+    text = server.wait_for_log(f"flow run {run_id} started warm")
+    return int(re.search(rf"flow run {re.escape(run_id)} started warm as pid (\d+)", text).group(1))
+
+
+def gone(pid: int, timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_warm_run_writes_to_the_clients_own_output_and_exits_with_the_engines_code(warm: WarmServer) -> None:
+    result = subprocess.run(CLIENT, env=warm.client_env(PREFECT__FLOW_RUN_ID="not-a-uuid"), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 1
+    assert BAD_ID_MESSAGE in result.stderr  # Prefect's engine said it, on the client's stderr
+    assert "usual (slower) way" not in result.stderr
+    assert "flow run not-a-uuid started warm" in warm.text()
+    assert BAD_ID_MESSAGE not in warm.text()  # nothing of the run leaks into the server's log
+
+
+def test_without_a_server_the_client_runs_the_engine_itself(tmp_path: Path, warm: WarmServer) -> None:
+    env = warm.client_env(PREFECT__FLOW_RUN_ID="not-a-uuid", RONGMEI_WARMSTART_SOCKET=str(tmp_path / "none.sock"))
+    result = subprocess.run(CLIENT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "no warm server at" in result.stderr and BAD_ID_MESSAGE in result.stderr
+    assert "started warm" not in warm.text()
+
+
+def test_other_prefect_settings_run_cold_and_say_which(warm: WarmServer) -> None:
+    env = warm.client_env(PREFECT__FLOW_RUN_ID="not-a-uuid", PREFECT_LOGGING_LEVEL="DEBUG")
+    result = subprocess.run(CLIENT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and BAD_ID_MESSAGE in result.stderr
+    assert "PREFECT_LOGGING_LEVEL" in result.stderr and "usual (slower) way" in result.stderr
+    assert "started warm" not in warm.text()
+    # An environment that only spells out what the server has anyway (as a worker does, defaults included)
+    # still runs warm.
+    env = warm.client_env(PREFECT__FLOW_RUN_ID="not-a-uuid", PREFECT_API_REQUEST_TIMEOUT="60")
+    subprocess.run(CLIENT, env=env, capture_output=True, text=True, timeout=60)
+    assert "started warm" in warm.text()
+
+
+def test_a_signal_to_the_client_reaches_the_flow_run(warm: WarmServer) -> None:
+    run_id = str(uuid.uuid4())  # the engine will wait on the silent API for this run
+    client = subprocess.Popen(CLIENT, env=warm.client_env(PREFECT__FLOW_RUN_ID=run_id), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    child = warm_pid(warm, run_id)
+    time.sleep(1)
+    assert client.poll() is None and not gone(child, timeout=0)
+    client.send_signal(signal.SIGTERM)  # what a worker does to cancel a run
+    client.wait(timeout=30)
+    assert gone(child)
+    assert client.returncode != 0
+
+
+def test_a_killed_client_takes_its_flow_run_down(warm: WarmServer) -> None:
+    run_id = str(uuid.uuid4())
+    client = subprocess.Popen(CLIENT, env=warm.client_env(PREFECT__FLOW_RUN_ID=run_id), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    child = warm_pid(warm, run_id)
+    client.kill()  # SIGKILL: nothing left to forward it, the server notices the closed connection
+    client.wait(timeout=10)
+    assert gone(child)
+    assert f"the worker's process for pid {child} is gone" in warm.text()
+
+
+def test_changed_code_runs_cold_once_and_the_server_reloads(warm: WarmServer) -> None:
+    module = Path(flows.__file__)
+    before = module.stat()
+    os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+    try:
+        env = warm.client_env(PREFECT__FLOW_RUN_ID="not-a-uuid")
+        first = subprocess.run(CLIENT, env=env, capture_output=True, text=True, timeout=60)
+        assert "code changed" in first.stderr and BAD_ID_MESSAGE in first.stderr
+        warm.wait_for_log("ready in", count=2)  # restarted with the new code loaded
+        subprocess.run(CLIENT, env=env, capture_output=True, text=True, timeout=60)
+        assert "flow run not-a-uuid started warm" in warm.text()
+    finally:
+        os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def test_the_stacks_flow_runs_start_warm(prefect_stack) -> None:
+    from prefect.deployments import run_deployment
+
+    run = run_deployment("housekeeping/housekeeping", timeout=120)
+    assert run.state.is_completed(), run.state
+    log = (prefect_stack.settings.data_dir / "logs" / "warmstart.log").read_text(encoding="utf-8")
+    assert f"flow run {run.id} started warm" in log

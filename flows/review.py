@@ -12,9 +12,17 @@ from typing import Literal
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+    FlowRunFilterTags,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.context import get_run_context
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
+from prefect.states import Cancelled
 from pydantic import Field
 
 from rongmei import ledger
@@ -148,6 +156,22 @@ def request_review(version_id: int, settings: Settings) -> None:
         tags=[f"item:{item_id}", f"stage:{settings.stages[0].name}"],
         as_subflow=False,  # a review lives on its own, for days, not inside the ingest run that started it
     )
+    withdraw_superseded_reviews(item_id, version_id, number)
+
+
+def withdraw_superseded_reviews(item_id: str, version_id: int, number: int) -> None:
+    """Cancel the item's older review runs still waiting for a sign-off, so that reviewers see one run per
+    item in the UI: the new version's. (Their approvals are void anyway: a sign-off binds one version.)"""
+    waiting = FlowRunFilter(
+        tags=FlowRunFilterTags(all_=[f"item:{item_id}"]),
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED, StateType.SCHEDULED])),
+    )
+    with get_client(sync_client=True) as client:
+        for run in client.read_flow_runs(flow_run_filter=waiting):
+            older = run.parameters.get("version_id")
+            if run.name.startswith("审核") and isinstance(older, int) and older < version_id:
+                client.set_flow_run_state(run.id, Cancelled(message=f"已有新版本 v{number} 送审，本版本的审核已撤销"),
+                                          force=True)
 
 
 if __name__ == "__main__":

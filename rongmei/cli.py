@@ -242,6 +242,7 @@ def up(
                     f"  Drop items into:                  {settings.inbox.resolve()}",
                     f"  Data dir:                         {settings.data_dir.resolve()}",
                     f"  Logs:                             {(settings.data_dir / 'logs').resolve()}",
+                    f"  Prefect's database:               {stack.prefect_db}",
                     f"  Sample items copied:              {seeded}",
                     "Press Ctrl-C to stop.",
                 ]

@@ -127,6 +127,12 @@ class Settings(BaseSettings):
     server_host: str = Field(default="127.0.0.1", description="Distribution server bind address.")
     server_port: int = Field(default=8800, description="Distribution server port.")
     prefect_port: int = Field(default=4200, description="Prefect server/UI port for `rongmei up`.")
+    prefect_database_url: str = Field(
+        default="",
+        description="The Prefect server's database under `rongmei up`: a PostgreSQL URL, `sqlite` for Prefect's "
+        "own SQLite file, or empty for a private PostgreSQL cluster in data_dir (when Debian's postgresql is "
+        "installed and no SQLite history exists). On SQLite a sign-off can wait seconds for the write lock.",
+    )
     s3_bucket: str = Field(default="", description="Publish to this S3 bucket instead of data_dir/site.")
     s3_endpoint_url: str = Field(default="", description="S3-compatible endpoint (OSS, COS, MinIO).")
     extra_publishers: dict[str, str] = Field(
@@ -182,6 +188,14 @@ class Settings(BaseSettings):
     @cached_property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'rongmei.db').resolve()}"
+
+    def prefect_db_url(self) -> str:
+        """`prefect_database_url` in the form Prefect's server needs (its PostgreSQL driver is asyncpg)."""
+        url = self.prefect_database_url
+        scheme, sep, rest = url.partition("://")  # empty or `sqlite`: not a URL, handled by `rongmei up`
+        if sep and scheme.split("+")[0] in ("postgres", "postgresql"):
+            return f"postgresql+asyncpg://{rest}"
+        return url
 
     def stage(self, name: str) -> ReviewStage:
         for stage in self.stages:

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import requests
 
+from rongmei import pgcluster
 from rongmei.errors import ConfigError
+from rongmei.pgcluster import PrivateCluster
 from rongmei.settings import Settings
 from rongmei.warmstart import SOCKET_ENV
 
@@ -40,7 +42,7 @@ def prefect_env(settings: Settings, api_url: str) -> dict[str, str]:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "DO_NOT_TRACK": "1",
             "PREFECT_UI_API_URL": api_url,
-            "PREFECT_WORKER_QUERY_SECONDS": "1",
+            "PREFECT_WORKER_QUERY_SECONDS": "0.5",  # a resumed sign-off waits for this poll
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             "PREFECT_LOGGING_LEVEL": "INFO",
             "RONGMEI_HOME": str(PROJECT_ROOT),
@@ -78,6 +80,7 @@ class Stack:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     stoppers: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
     api_url: str = ""
+    prefect_db: str = "SQLite (Prefect's own file)"
 
     def start_process(self, name: str, args: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
         log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -103,9 +106,38 @@ class Stack:
             stopper()
 
 
+def prefect_database(stack: Stack, settings: Settings) -> str | None:
+    """The Prefect server's database URL, or None for Prefect's own SQLite file (see `prefect_database_url`)."""
+    choice = settings.prefect_database_url
+    if choice == "sqlite":
+        return None
+    if choice:
+        stack.prefect_db = "PostgreSQL (prefect_database_url)"
+        return settings.prefect_db_url()
+    cluster = PrivateCluster(settings.data_dir / "prefect-pg")
+    if not pgcluster.available():
+        log.warning("PostgreSQL is not installed: the Prefect server uses SQLite, where sign-offs can wait "
+                    "seconds for its write lock (install Debian's postgresql, or set prefect_database_url)")
+        return None
+    if (settings.data_dir / "prefect" / "prefect.db").exists() and not cluster.data.exists():
+        log.warning("The Prefect server keeps its SQLite file, which holds this center's runs (waiting reviews "
+                    "among them); set prefect_database_url = \"sqlite\" to silence this")
+        return None
+    try:
+        url = cluster.start()
+    except ConfigError as exc:
+        log.warning("The private PostgreSQL for Prefect did not start (%s); using SQLite instead", exc)
+        return None
+    stack.stoppers.insert(0, ("prefect-pg", cluster.stop))  # stoppers run last-first: after every service
+    stack.prefect_db = f"private PostgreSQL in {cluster.root}"
+    return url
+
+
 def start_prefect(stack: Stack, settings: Settings, port: int) -> str:
     api_url = f"http://127.0.0.1:{port}/api"
     env = prefect_env(settings, api_url)
+    if database := prefect_database(stack, settings):  # only the server talks to its database
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database
     logs = settings.data_dir / "logs"
     proc = stack.start_process(
         "prefect",

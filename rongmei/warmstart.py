@@ -53,6 +53,7 @@ PRELOADED = (
 # request came: a flow run whose environment means other settings than the server's must run cold.
 IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHOME")
 HEADER = struct.Struct("!I")
+FORWARDED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}  # what the client passes on to its flow run
 
 
 # Client ---------------------------------------------------------------------------------------------------
@@ -93,7 +94,7 @@ def client() -> None:
     if first is None or "cold" in first:
         run_cold(first["cold"] if first else "the warm server closed the connection")
     child = int(first["pid"])
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+    for signum in FORWARDED:
         signal.signal(signum, lambda signum, _frame: forward(child, signum))
     sock.settimeout(None)
     last = next(replies, None)
@@ -346,8 +347,14 @@ def serve(path: Path) -> Request | None:
                     continue
                 sys.stdout.flush()
                 sys.stderr.flush()
+                # A signal for the child that lands before it drops our handlers must wait, not be swallowed.
+                signal.pthread_sigmask(signal.SIG_BLOCK, FORWARDED)
                 pid = os.fork()
                 if pid == 0:
+                    for signum in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+                        signal.signal(signum, signal.SIG_DFL)
+                    signal.signal(signal.SIGINT, signal.default_int_handler)
+                    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
                     signal.set_wakeup_fd(-1)
                     for fd in (wake_read, wake_write):
                         os.close(fd)
@@ -355,6 +362,7 @@ def serve(path: Path) -> Request | None:
                         other.close()
                     selector.close()
                     return request
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARDED)
                 for fd in request.fds:
                     os.close(fd)
                 children[pid] = conn
@@ -392,9 +400,6 @@ def run_engine(request: Request) -> int:
     for target, fd in enumerate(request.fds):
         os.dup2(fd, target)
         os.close(fd)
-    for signum in (signal.SIGCHLD, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.env)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -18,6 +18,7 @@ os.environ["RONGMEI_CONFIG"] = "/nonexistent/rongmei.toml"
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
+from rongmei.pgcluster import PrivateCluster
 from rongmei.settings import Settings
 from rongmei.store import Store
 
@@ -75,39 +76,23 @@ def age_tree(path: Path, age: float = 60.0) -> None:
 
 
 # PostgreSQL ------------------------------------------------------------------------------------------
-def _pg_bin(name: str) -> str:
-    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
-        return str(candidate)
-    found = shutil.which(name)
-    if not found:
-        raise RuntimeError(f"{name} not found: install Debian's postgresql package (.ci/run does)")
-    return found
-
-
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A private PostgreSQL server on a unix socket, started from Debian's binaries for this session."""
+    with private_postgres() as url:
+        yield url
+
+
+@contextlib.contextmanager
+def private_postgres() -> Iterator[str]:
+    """A throw-away private PostgreSQL server on a unix socket, started from Debian's binaries."""
     # Not under pytest's tmp dir: its parents are root-only, and the server runs as the postgres user.
     base = Path(tempfile.mkdtemp(prefix="rongmei-pg-"))
-    data, sock = base / "data", base / "sock"
-    sock.mkdir()
-    as_postgres: list[str] = []
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        shutil.chown(base, "postgres")
-        shutil.chown(sock, "postgres")
-        as_postgres = ["runuser", "-u", "postgres", "--"]
-    port = free_port()
-    subprocess.run([*as_postgres, _pg_bin("initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True)
-    subprocess.run(
-        [*as_postgres, _pg_bin("pg_ctl"), "-D", str(data), "-w", "-l", str(base / "log"), "-o",
-         f"-p {port} -k {sock} -c listen_addresses='' -c fsync=off", "start"],
-        check=True, capture_output=True,
-    )
+    cluster = PrivateCluster(base, durable=False, database="postgres")
     try:
-        yield f"postgresql+psycopg://postgres@/postgres?host={sock}&port={port}"
+        cluster.start()
+        yield cluster.url(driver="psycopg")
     finally:
-        subprocess.run([*as_postgres, _pg_bin("pg_ctl"), "-D", str(data), "-m", "fast", "stop"], capture_output=True)
+        cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -195,8 +180,11 @@ def stack_worker_env(wechat_base_url: str) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def prefect_stack(tmp_path_factory: pytest.TempPathFactory, wechat_standin) -> Iterator[PrefectStack]:
-    root = tmp_path_factory.mktemp("stack")
+def prefect_stack(wechat_standin) -> Iterator[PrefectStack]:
+    # Outside pytest's root-only tmp dir, so that the postgres user can run the Prefect server's private
+    # PostgreSQL in the data dir, as under `rongmei up`.
+    root = Path(tempfile.mkdtemp(prefix="rongmei-stack-"))
+    root.chmod(0o755)
     # Flow runs in the worker read their settings from the environment, as under `rongmei up`.
     os.environ.update(
         {
@@ -220,6 +208,7 @@ def prefect_stack(tmp_path_factory: pytest.TempPathFactory, wechat_standin) -> I
         yield stack
     finally:
         stack.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

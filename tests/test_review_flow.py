@@ -83,6 +83,22 @@ def test_return_writes_review_md(team, prefect_stack):
     assert (settings.returned / "draft" / "index.md").is_file()
 
 
+def test_a_new_version_withdraws_the_waiting_review_of_the_old_one(team, prefect_stack):
+    from prefect.client.orchestration import get_client
+
+    settings, _ = team
+    drop_and_ingest(settings, "revised", "title: 修改前的稿件\nauthor: 张三\nchannels: [web]", "第一稿。")
+    old = review_run_id("revised")
+    await_pause(old, "first-0")
+    drop_and_ingest(settings, "revised", "title: 修改后的稿件\nauthor: 张三\nchannels: [web]", "第二稿。")
+    new = review_run_id("revised")
+    assert new != old
+    with get_client(sync_client=True) as client:
+        withdrawn = client.read_flow_run(old).state
+    assert withdrawn.is_cancelled() and "v2" in withdrawn.message
+    assert await_pause(new, "first-0").name.endswith("（v2）")  # reviewers see one run: the new version's
+
+
 def test_restart_while_waiting_still_publishes(team, prefect_stack):
     settings, _store = team
     drop_and_ingest(settings, "restart", "title: 重启测试\nauthor: 张三\nchannels: [web]")

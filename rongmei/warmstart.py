@@ -53,6 +53,7 @@ PRELOADED = (
 # request came: a flow run whose environment means other settings than the server's must run cold.
 IMPORT_TIME_ENV = ("PYTHONPATH", "PYTHONHOME")
 HEADER = struct.Struct("!I")
+KILL_GRACE_SECONDS = 30  # as Prefect's workers give a cancelled run before SIGKILL
 FORWARDED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}  # what the client passes on to its flow run
 
 
@@ -273,7 +274,7 @@ def reply(conn: socket.socket, message: dict) -> None:
         conn.sendall(json.dumps(message).encode() + b"\n")
 
 
-def serve(path: Path) -> Request | None:
+def serve(path: Path, kill_grace: float = KILL_GRACE_SECONDS) -> Request | None:
     """Accept flow runs until stopped. Returns only in a forked child, with the flow run it must run."""
     import selectors
 
@@ -306,7 +307,8 @@ def serve(path: Path) -> Request | None:
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     selector.register(wake_read, selectors.EVENT_READ)
-    children: dict[int, socket.socket | None] = {}
+    children: dict[int, socket.socket | None] = {}  # pid -> its client's connection (None: client gone)
+    doomed: dict[int, float] = {}  # pid -> when to kill it, if SIGTERM has not ended it by then
     reload_when_idle = False
 
     def reap() -> None:
@@ -329,7 +331,7 @@ def serve(path: Path) -> Request | None:
             say("code changed: restarting to load it")
             listener.close()
             path.unlink(missing_ok=True)
-            os.execv(sys.executable, [sys.executable, "-m", "rongmei.warmstart", "serve", "--socket", str(path)])
+            os.execv(sys.executable, [sys.executable, "-m", "rongmei.warmstart", *sys.argv[1:]])
         for key, _events in selector.select(timeout=1):
             if key.fileobj is listener:
                 conn, _ = listener.accept()
@@ -385,7 +387,17 @@ def serve(path: Path) -> Request | None:
                         children[pid] = None
                         say(f"the worker's process for pid {pid} is gone; stopping it")
                         forward(pid, signal.SIGTERM)
+                        doomed[pid] = time.monotonic() + kill_grace
         reap()
+        for pid, deadline in list(doomed.items()):
+            if pid not in children:
+                del doomed[pid]
+            elif time.monotonic() > deadline:  # e.g. stuck flushing logs to a server that is gone
+                say(f"pid {pid} did not stop within {kill_grace:g} s; killing it")
+                forward(pid, signal.SIGKILL)
+                del doomed[pid]
+    for pid in doomed:  # nobody waits for these any more
+        forward(pid, signal.SIGKILL)
     say("stopping (running flow runs carry on)")
     listener.close()
     path.unlink(missing_ok=True)
@@ -426,10 +438,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rongmei.warmstart serve")
     parser.add_argument("serve")
     parser.add_argument("--socket", type=Path, default=os.environ.get(SOCKET_ENV))
+    parser.add_argument("--kill-grace", type=float, default=KILL_GRACE_SECONDS,
+                        help="seconds a run whose worker process is gone gets between SIGTERM and SIGKILL")
     options = parser.parse_args(args)
     if not options.socket:
         parser.error(f"give --socket or set {SOCKET_ENV}")
-    request = serve(options.socket.resolve())
+    request = serve(options.socket.resolve(), options.kill_grace)
     if request is not None:  # we are a forked child
         sys.exit(run_engine(request))
 

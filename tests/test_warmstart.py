@@ -27,13 +27,13 @@ BAD_ID_MESSAGE = "Invalid flow run id"
 
 
 class WarmServer:
-    def __init__(self, tmp_path: Path, env: dict[str, str]) -> None:
+    def __init__(self, tmp_path: Path, env: dict[str, str], kill_grace: float = 2) -> None:
         self.socket = tmp_path / "run" / "warm.sock"
         self.log = tmp_path / "warmstart.log"
         self.env = env
         with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([*CLIENT, "serve", "--socket", str(self.socket)], env=env, stdout=out,
-                                         stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen([*CLIENT, "serve", "--socket", str(self.socket), "--kill-grace",
+                                          str(kill_grace)], env=env, stdout=out, stderr=subprocess.STDOUT)
         self.wait_for_log("ready in", count=1)
 
     def text(self) -> str:
@@ -148,6 +148,18 @@ def test_a_killed_client_takes_its_flow_run_down(warm: WarmServer) -> None:
     client.wait(timeout=10)
     assert gone(child)
     assert f"the worker's process for pid {child} is gone" in warm.text()
+
+
+def test_a_flow_run_that_ignores_sigterm_is_killed_after_the_grace_period(warm: WarmServer) -> None:
+    run_id = str(uuid.uuid4())
+    client = subprocess.Popen(CLIENT, env=warm.client_env(PREFECT__FLOW_RUN_ID=run_id), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    child = warm_pid(warm, run_id)
+    os.kill(child, signal.SIGSTOP)  # a stopped process cannot act on SIGTERM: it stays pending
+    client.kill()
+    client.wait(timeout=10)
+    warm.wait_for_log(f"pid {child} did not stop within 2 s; killing it", timeout=30)
+    assert gone(child)
 
 
 def test_changed_code_runs_cold_once_and_the_server_reloads(warm: WarmServer) -> None:

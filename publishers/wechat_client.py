@@ -234,8 +234,10 @@ class WeChatClient:
 
     def __init__(self, config: WeChatSettings, data_dir: Path, *, timeout: float = 20.0,
                  connect_timeout: float = 5.0, session: requests.Session | None = None) -> None:
-        if not config.app_id or not config.app_secret.get_secret_value():
-            raise ConfigError("WeChat needs wechat.app_id and wechat.app_secret (or run the local stand-in)")
+        self.secret = config.secret()
+        if not config.app_id or not self.secret:
+            raise ConfigError("WeChat needs wechat.app_id and wechat.app_secret or wechat.app_secret_block "
+                              "(or run the local stand-in)")
         self.config = config
         self.app_id = config.app_id
         self.base_url = config.base_url.rstrip("/")
@@ -264,7 +266,7 @@ class WeChatClient:
 
     def _stable_token(self, *, force: bool) -> tuple[str, float]:
         body = {"grant_type": "client_credential", "appid": self.app_id,
-                "secret": self.config.app_secret.get_secret_value(), "force_refresh": force}
+                "secret": self.secret, "force_refresh": force}
         data = self._send("POST", "/cgi-bin/stable_token", data=_json_bytes(body),
                           headers={"Content-Type": "application/json; charset=utf-8"}, path="stable_token")
         self._raise_for(data, "stable_token")

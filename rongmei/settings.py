@@ -18,6 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from rongmei.errors import ConfigError
 from rongmei.model import Kind
 from rongmei.renditions.config import MediaSettings
 
@@ -57,9 +58,29 @@ class ScreenGroup(BaseModel):
 class WeChatSettings(BaseModel):
     app_id: str = Field(default="", description="Official Account AppID; empty runs the local stand-in.")
     app_secret: SecretStr = Field(default=SecretStr(""), description="AppSecret; never printed.")
+    app_secret_block: str = Field(
+        default="", description="Name of a Prefect Secret block holding the AppSecret, used when app_secret is empty."
+    )
     base_url: str = Field(default="https://api.weixin.qq.com", description="API base URL.")
     draft_only: bool = Field(default=False, description="Stop at the draft (accounts without publish rights).")
     daily_poll_budget: int = Field(default=60, description="freepublish/get calls we allow ourselves per day.")
+
+
+    def secret(self) -> str:
+        """The AppSecret: from the settings, or else from the named Prefect Secret block (set in the UI)."""
+        if value := self.app_secret.get_secret_value():
+            return value
+        if not self.app_secret_block:
+            return ""
+        from prefect.blocks.system import Secret
+
+        try:
+            return str(Secret.load(self.app_secret_block).get())
+        except Exception as exc:  # unknown block, wrong type, server unreachable: all need the same fix
+            raise ConfigError(
+                f"the Prefect Secret block {self.app_secret_block!r} (wechat.app_secret_block) could not be read: "
+                f"{exc}. Create it in the Prefect UI under Blocks → Secret, or set wechat.app_secret"
+            ) from exc
 
 
 class Lexicon(BaseModel):

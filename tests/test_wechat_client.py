@@ -157,3 +157,19 @@ def test_runs_as_a_module(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.prefect
+def test_the_app_secret_can_live_in_a_prefect_secret_block(tmp_path, standin, prefect_server):
+    from prefect.blocks.system import Secret
+
+    from rongmei.errors import ConfigError
+
+    Secret(value=SECRET).save("wechat-app-secret-test", overwrite=True)  # what a technician does in the UI
+    config = WeChatSettings(app_id="wxclient01", app_secret_block="wechat-app-secret-test",
+                            base_url=standin.base_url)
+    assert WeChatClient(config, tmp_path).access_token()  # the stand-in took the secret from the block
+    assert standin.state.tokens_issued == 1
+    missing = WeChatSettings(app_id="wxclient01", app_secret_block="no-such-block", base_url=standin.base_url)
+    with pytest.raises(ConfigError, match=r"no-such-block.*Blocks → Secret"):
+        WeChatClient(missing, tmp_path)

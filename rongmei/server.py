@@ -97,6 +97,11 @@ class AccessLog:
             self._file = None
 
 
+# Play reports authenticate with a bearer token, never with cookies, so any origin may send them: players run
+# from our server, from an S3 bucket's origin, or from a file on the terminal.
+PLAYS_CORS: Headers = [(b"access-control-allow-origin", b"*")]
+
+
 def request_kind(path: str) -> str:
     """What a public path is, for the access log: page | feed | media | terminal | asset."""
     if path.startswith("/media/"):
@@ -372,8 +377,13 @@ class DistributionApp:
         if path != "/api/plays":
             status, body = json_body(404, "not_found", f"没有这个接口：{path}；播放回执请用 POST /api/plays")
             return status, await respond(send, status, body, method=method)
+        if method == "OPTIONS":  # a browser's preflight, e.g. the screen player served from an S3 origin
+            extra: Headers = [*PLAYS_CORS, (b"access-control-allow-methods", b"POST"),
+                              (b"access-control-allow-headers", b"authorization, content-type"),
+                              (b"access-control-max-age", b"86400")]
+            return 204, await respond(send, 204, b"", method=method, extra=extra)
         status, body, extra = await self.plays(method, headers, receive, entry)
-        return status, await respond(send, status, body, method=method, extra=extra)
+        return status, await respond(send, status, body, method=method, extra=[*PLAYS_CORS, *extra])
 
     async def plays(self, method: str, headers: dict[str, str], receive: Any,
                     entry: dict[str, Any]) -> tuple[int, bytes, Headers]:

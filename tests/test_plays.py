@@ -186,3 +186,21 @@ def test_record_plays_is_idempotent_on_postgresql(request, tmp_path):
     assert record_plays(pg, terminal, plays) == (2, 1)
     assert record_plays(pg, terminal, plays) == (0, 3)
     assert count_plays(pg) == 2
+
+
+def test_players_on_another_origin_may_report_plays(server, store):
+    """The screen player may be served from an S3 bucket's origin: the browser asks first (CORS preflight)."""
+    token = enroll_terminal(store, "spk-001", zone="150102001001")
+    url = f"{server.url}/api/plays"
+    origin = {"Origin": "https://media.example-bucket.cn"}
+    preflight = requests.options(url, headers={**origin, "Access-Control-Request-Method": "POST",
+                                               "Access-Control-Request-Headers": "authorization, content-type"})
+    assert preflight.status_code == 204
+    assert preflight.headers["access-control-allow-origin"] == "*"
+    assert "POST" in preflight.headers["access-control-allow-methods"]
+    assert "authorization" in preflight.headers["access-control-allow-headers"]
+    report = requests.post(url, json={"plays": [play()]}, headers={**origin, "Authorization": f"Bearer {token}"})
+    assert report.status_code == 200 and report.headers["access-control-allow-origin"] == "*"
+    refused = requests.post(url, json={"plays": [play()]}, headers={**origin, "Authorization": "Bearer wrong"})
+    assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == "*"  # readable reason
+    assert count_plays(store) == 1

@@ -42,8 +42,9 @@ def test_three_stages_with_refusals_then_publish(team, prefect_stack):
                     "今年秋粮产量 12.5万吨。")
     run = review_run_id("harvest")
     sign(run, "first-0", "ed", "000000")  # wrong code
-    sign(run, "first-1", "ed", code_for(settings, "ed"))
-    sign(run, "second-0", "ed", code_for(settings, "ed"))  # the same code again: reused
+    ed_code = code_for(settings, "ed")
+    sign(run, "first-1", "ed", ed_code)
+    sign(run, "second-0", "ed", ed_code)  # the same code again (not a fresh one: a 30 s step may have passed)
     sign(run, "second-1", "chief", code_for(settings, "chief"))  # wrong role
     sign(run, "second-2", "ed", code_for(settings, "ed", 1))  # valid code, but ed signed 初审 (four eyes)
     sign(run, "second-3", "desk", code_for(settings, "desk"))

@@ -173,6 +173,18 @@ def preload() -> dict[Path, float]:
     from publishers import load_publishers
 
     load_publishers()  # the installed channels, scanned once here instead of in every run
+    try:  # the center's own channels (extra_publishers) start warm too
+        from rongmei.settings import load_settings
+
+        plugins = {spec.partition(":")[0] for spec in load_settings().extra_publishers.values()}
+    except Exception as exc:  # a broken configuration is for the flow run to report, not for us
+        say(f"not preloading extra channels: {exc}")
+        plugins = set()
+    for name in sorted(plugins):
+        try:
+            importlib.import_module(name)
+        except Exception as exc:
+            say(f"could not preload {name}: {exc}")
     return source_files()
 
 

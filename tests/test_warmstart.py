@@ -20,8 +20,6 @@ from pathlib import Path
 
 import pytest
 
-import flows
-
 CLIENT = [sys.executable, "-m", "rongmei.warmstart"]
 BAD_ID_MESSAGE = "Invalid flow run id"
 
@@ -162,19 +160,32 @@ def test_a_flow_run_that_ignores_sigterm_is_killed_after_the_grace_period(warm: 
     assert gone(child)
 
 
-def test_changed_code_runs_cold_once_and_the_server_reloads(warm: WarmServer) -> None:
-    module = Path(flows.__file__)
-    before = module.stat()
-    os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+def test_changed_code_runs_cold_once_and_the_server_reloads(tmp_path: Path, silent_api: str) -> None:
+    # A channel of the center's own (extra_publishers) is preloaded and watched like our code; it lives in
+    # this test's directory, so that no other test's warm server sees it change.
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    channel = plugins / "warm_probe_channel.py"
+    channel.write_text("VERSION = 1\n", encoding="utf-8")
+    env = {**os.environ, "PREFECT_API_URL": silent_api, "PREFECT_HOME": str(tmp_path / "prefect"),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(plugins), os.environ.get("PYTHONPATH")])),
+           "RONGMEI_EXTRA_PUBLISHERS": '{"probe": "warm_probe_channel:ProbePublisher"}'}
+    server = WarmServer(tmp_path, env)
     try:
-        env = warm.client_env(PREFECT__FLOW_RUN_ID="not-a-uuid")
-        first = subprocess.run(CLIENT, env=env, capture_output=True, text=True, timeout=60)
-        assert "code changed" in first.stderr and BAD_ID_MESSAGE in first.stderr
-        warm.wait_for_log("ready in", count=2)  # restarted with the new code loaded
-        subprocess.run(CLIENT, env=env, capture_output=True, text=True, timeout=60)
-        assert "flow run not-a-uuid started warm" in warm.text()
+        client_env = server.client_env(PREFECT__FLOW_RUN_ID="not-a-uuid")
+        subprocess.run(CLIENT, env=client_env, capture_output=True, text=True, timeout=60)
+        assert "flow run not-a-uuid started warm" in server.text()
+        before = channel.stat().st_mtime_ns
+        channel.write_text("VERSION = 2\n", encoding="utf-8")
+        os.utime(channel, ns=(before + 2_000_000_000, before + 2_000_000_000))
+        first = subprocess.run(CLIENT, env=client_env, capture_output=True, text=True, timeout=60)
+        assert "code changed" in first.stderr and "warm_probe_channel.py" in first.stderr
+        assert BAD_ID_MESSAGE in first.stderr  # the run itself still ran, cold
+        server.wait_for_log("ready in", count=2)  # restarted with the new code loaded
+        subprocess.run(CLIENT, env=client_env, capture_output=True, text=True, timeout=60)
+        assert server.text().count("flow run not-a-uuid started warm") == 2
     finally:
-        os.utime(module, ns=(before.st_atime_ns, before.st_mtime_ns))
+        server.stop()
 
 
 def test_the_stacks_flow_runs_start_warm(prefect_stack) -> None:

@@ -65,7 +65,6 @@ class WeChatSettings(BaseModel):
     draft_only: bool = Field(default=False, description="Stop at the draft (accounts without publish rights).")
     daily_poll_budget: int = Field(default=60, description="freepublish/get calls we allow ourselves per day.")
 
-
     def secret(self) -> str:
         """The AppSecret: from the settings, or else from the named Prefect Secret block (set in the UI)."""
         if value := self.app_secret.get_secret_value():

@@ -128,7 +128,8 @@ def prefect_database(stack: Stack, settings: Settings) -> str | None:
     except ConfigError as exc:
         log.warning("The private PostgreSQL for Prefect did not start (%s); using SQLite instead", exc)
         return None
-    stack.stoppers.insert(0, ("prefect-pg", cluster.stop))  # stoppers run last-first: after every service
+    if all(name != "prefect-pg" for name, _ in stack.stoppers):  # a Prefect restart reuses the running cluster
+        stack.stoppers.insert(0, ("prefect-pg", cluster.stop))  # stoppers run last-first: after every service
     stack.prefect_db = f"private PostgreSQL in {cluster.root}"
     return url
 

@@ -20,7 +20,7 @@ from rongmei.errors import PublishError
 from rongmei.model import CheckResult, ItemMeta
 from rongmei.settings import Settings
 
-__all__ = ["Capabilities", "Correction", "PublishError", "Publisher", "Receipt", "Release"]
+__all__ = ["Capabilities", "Correction", "Playable", "PublishError", "Publisher", "Receipt", "Release"]
 
 
 class Correction(StrEnum):
@@ -65,6 +65,18 @@ class Release:
         return self.blob_path(str(self.files[relative]["sha256"]))
 
 
+@dataclass(frozen=True)
+class Playable:
+    """A file the terminals of one audience were given by a delivery, so their play reports of it count.
+
+    `audience` is `zone:<administrative code>` (loudspeaker terminals enrolled with `--zone`) or
+    `group:<display group>` (screens enrolled with `--group`); `sha256` is the file they may play.
+    """
+
+    audience: str
+    sha256: str
+
+
 @dataclass
 class Receipt:
     """What a channel says it did. Stored on the delivery; `state` is one of the delivery states."""
@@ -74,6 +86,8 @@ class Receipt:
     url: str = ""
     message: str = ""  # for editors, in Chinese
     details: dict[str, Any] = field(default_factory=dict)
+    # Channels that feed terminals say what each audience now has; the delivery layer records it (grants).
+    playables: tuple[Playable, ...] = ()
 
 
 class Publisher(ABC):

@@ -117,7 +117,20 @@ class Settings(BaseSettings):
     database_url: str = Field(default="", description="SQLAlchemy URL; empty means SQLite in data_dir.")
     settle_seconds: float = Field(default=5.0, description="A drop is taken once no file changed this long.")
     max_upload_bytes: int = Field(default=4 * 1024**3, description="Largest single file accepted in a drop.")
+    max_markdown_bytes: int = Field(
+        default=2 * 1024**2, description="Largest index.md, single .md drop or .yaml sidecar accepted at ingest."
+    )
     stages: list[ReviewStage] = Field(default_factory=lambda: list(DEFAULT_STAGES))
+    demo: bool = Field(
+        default=False,
+        description="Demo mode (`rongmei up --demo`): demo reviewers are enrolled and their codes can be printed. "
+        "Off on a real installation, where demo reviewers are refused.",
+    )
+    signoff_max_failures: int = Field(
+        default=5, ge=1, description="Wrong codes for one reviewer within signoff_failure_window_minutes that lock it."
+    )
+    signoff_failure_window_minutes: float = Field(default=15.0, gt=0, description="Window for counting wrong codes.")
+    signoff_lockout_minutes: float = Field(default=15.0, gt=0, description="How long a locked reviewer stays locked.")
     default_channels: dict[str, list[str]] = Field(
         default_factory=lambda: {
             "article": ["web", "wechat", "screens", "loudspeakers"],
@@ -146,6 +159,12 @@ class Settings(BaseSettings):
     public_url: str = Field(default="http://127.0.0.1:8800", description="Base URL terminals and readers use.")
     server_host: str = Field(default="127.0.0.1", description="Distribution server bind address.")
     server_port: int = Field(default=8800, description="Distribution server port.")
+    server_header_timeout: float = Field(
+        default=10.0, gt=0, description="Seconds a client may take to send its request headers before we hang up."
+    )
+    play_clock_skew_seconds: float = Field(
+        default=300.0, ge=0, description="How far a terminal's clock may be off when its play reports are checked."
+    )
     prefect_port: int = Field(default=4200, description="Prefect server/UI port for `rongmei up`.")
     prefect_database_url: str = Field(
         default="",

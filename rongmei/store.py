@@ -27,7 +27,9 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -102,6 +104,19 @@ class Reviewer(Base):
     roles: Mapped[list[Any]] = mapped_column(JSON, default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Demo reviewers (`rongmei up --demo`) count only while demo mode is on.
+    demo: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
+    # Set when too many wrong codes came in a row (brute force): no code of this reviewer counts until then.
+    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, default=None)
+
+
+class CodeFailure(Base):
+    """A wrong sign-off code for an enrolled reviewer: counted for the lockout (rongmei.reviewers)."""
+
+    __tablename__ = "code_failures"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    reviewer_id: Mapped[str] = mapped_column(String(64), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
 
 
 class TotpUse(Base):
@@ -188,6 +203,35 @@ class Terminal(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class Grant(Base):
+    """What a channel gave the terminals of one audience (`zone:<code>` or `group:<id>`): a file (sha256) of an
+    item, from `valid_from` until `valid_until` (None: still given). Proof of play is checked against these."""
+
+    __tablename__ = "grants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    item_id: Mapped[str] = mapped_column(String(100), index=True)
+    version_id: Mapped[int] = mapped_column(Integer)
+    channel: Mapped[str] = mapped_column(String(40))
+    audience: Mapped[str] = mapped_column(String(80), index=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    valid_from: Mapped[datetime] = mapped_column()
+    valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, default=None)
+
+
+class RefusedPlay(Base):
+    """A play report that was not counted, kept apart with the reason (never in the reach report)."""
+
+    __tablename__ = "refused_plays"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    terminal_id: Mapped[str] = mapped_column(String(64), index=True)
+    item_id: Mapped[str] = mapped_column(String(100))
+    sha256: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column()
+    ended_at: Mapped[datetime] = mapped_column()
+    reason: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Play(Base):
     """A completed play reported by a terminal (proof of play)."""
 
@@ -235,6 +279,37 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
+_SCHEMA_READY: set[str] = set()  # database URLs whose schema this process has brought up to date
+
+
+def add_missing_columns(engine: Engine) -> list[str]:
+    """Bring tables an older rongmei created up to date: add the columns it did not have yet.
+
+    Only additive changes are ever made this way (a new column with a default), so an existing data dir keeps
+    every row and a second `rongmei up` on an upgraded checkout continues where the first stopped.
+    """
+    inspector = inspect(engine)
+    added = []
+    for table in Base.metadata.sorted_tables:
+        if not inspector.has_table(table.name):
+            continue
+        present = {column["name"] for column in inspector.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in present:
+                continue
+            kind = column.type.compile(dialect=engine.dialect)
+            default = ""
+            if column.server_default is not None:
+                default = f" DEFAULT {column.server_default.arg.text}"  # type: ignore[union-attr]
+            elif not column.nullable:
+                raise StoreError(f"cannot add column {table.name}.{column.name} to an existing database: it "
+                                 "needs a server default")
+            with engine.begin() as connection:
+                connection.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}{default}')
+            added.append(f"{table.name}.{column.name}")
+    return added
+
+
 class Store:
     """Database plus blob directory. Cheap to create; one per process is enough."""
 
@@ -251,7 +326,11 @@ class Store:
         return store
 
     def create_schema(self) -> None:
+        if self.url in _SCHEMA_READY:
+            return
         Base.metadata.create_all(self.engine)
+        add_missing_columns(self.engine)
+        _SCHEMA_READY.add(self.url)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

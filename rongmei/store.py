@@ -6,246 +6,47 @@ live once each, content-addressed by sha256, under `data_dir/blobs/`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from sqlalchemy import (
-    JSON,
-    Boolean,
-    DateTime,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    UniqueConstraint,
     create_engine,
     event,
     inspect,
     select,
-    text,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from rongmei.errors import StoreError
+from rongmei.tables import (  # noqa: F401 - the models, importable from here as before
+    Base,
+    Blob,
+    CodeFailure,
+    Delivery,
+    Grant,
+    Item,
+    LedgerEntry,
+    Play,
+    RefusedPlay,
+    ReviewAttempt,
+    Reviewer,
+    SignOff,
+    Terminal,
+    TotpUse,
+    Version,
+    utcnow,
+)
 
 CHUNK = 1024 * 1024
 
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-class Base(DeclarativeBase):
-    type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
-
-
-class Blob(Base):
-    __tablename__ = "blobs"
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
-    bytes: Mapped[int] = mapped_column(Integer)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class Item(Base):
-    __tablename__ = "items"
-    id: Mapped[str] = mapped_column(String(100), primary_key=True)
-    drop_name: Mapped[str] = mapped_column(String(200))
-    state: Mapped[str] = mapped_column(String(20), default="in_review")
-    current_version: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-class Version(Base):
-    """One immutable version of an item: front matter, body and files, as dropped."""
-
-    __tablename__ = "versions"
-    __table_args__ = (UniqueConstraint("item_id", "number", name="uq_version_number"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
-    number: Mapped[int] = mapped_column(Integer)
-    content_hash: Mapped[str] = mapped_column(String(64))
-    drop_name: Mapped[str] = mapped_column(String(200))
-    archived_to: Mapped[str] = mapped_column(Text, default="")
-    meta: Mapped[dict[str, Any]] = mapped_column(JSON)
-    body: Mapped[str] = mapped_column(Text, default="")
-    files: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    checks: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    renditions: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    renditions_hash: Mapped[str] = mapped_column(String(64), default="")
-    state: Mapped[str] = mapped_column(String(20), default="in_review")
-    preview_token: Mapped[str] = mapped_column(String(64), default="")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-    @property
-    def blocking_checks(self) -> list[dict[str, Any]]:
-        return [c for c in self.checks if c.get("severity") == "blocking"]
-
-    @property
-    def signed_hash(self) -> str:
-        """What a sign-off covers: the content and, once made, the renditions that will go out."""
-        if not self.renditions_hash:
-            return self.content_hash
-        return hashlib.sha256(f"{self.content_hash}:{self.renditions_hash}".encode()).hexdigest()
-
-
-class Reviewer(Base):
-    __tablename__ = "reviewers"
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    name: Mapped[str] = mapped_column(String(100))
-    roles: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    active: Mapped[bool] = mapped_column(Boolean, default=True)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    # Demo reviewers (`rongmei up --demo`) count only while demo mode is on.
-    demo: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
-    # Set when too many wrong codes came in a row (brute force): no code of this reviewer counts until then.
-    locked_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, default=None)
-
-
-class CodeFailure(Base):
-    """A wrong sign-off code for an enrolled reviewer: counted for the lockout (rongmei.reviewers)."""
-
-    __tablename__ = "code_failures"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    reviewer_id: Mapped[str] = mapped_column(String(64), index=True)
-    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
-
-
-class TotpUse(Base):
-    """A TOTP time step a reviewer has spent: a code counts once."""
-
-    __tablename__ = "totp_uses"
-    reviewer_id: Mapped[str] = mapped_column(ForeignKey("reviewers.id"), primary_key=True)
-    timestep: Mapped[int] = mapped_column(Integer, primary_key=True)
-    used_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class SignOff(Base):
-    __tablename__ = "signoffs"
-    # One sign-off per stage of what was signed; a changed rendition (new signed_hash) voids the old ones.
-    __table_args__ = (UniqueConstraint("version_id", "stage", "signed_hash", name="uq_signoff_stage"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
-    stage: Mapped[str] = mapped_column(String(40))
-    reviewer_id: Mapped[str] = mapped_column(ForeignKey("reviewers.id"))
-    decision: Mapped[str] = mapped_column(String(10))
-    comment: Mapped[str] = mapped_column(Text, default="")
-    signed_hash: Mapped[str] = mapped_column(String(64))
-    signed_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class ReviewAttempt(Base):
-    """Every answer to a sign-off form, counted or refused. `pause_key` makes re-runs idempotent."""
-
-    __tablename__ = "review_attempts"
-    __table_args__ = (UniqueConstraint("version_id", "pause_key", name="uq_attempt_key"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
-    stage: Mapped[str] = mapped_column(String(40))
-    pause_key: Mapped[str] = mapped_column(String(80))
-    reviewer_id: Mapped[str] = mapped_column(String(64), default="")
-    decision: Mapped[str] = mapped_column(String(10), default="")
-    status: Mapped[str] = mapped_column(String(12))  # approved | returned | rejected | refused
-    reason: Mapped[str] = mapped_column(Text, default="")
-    at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class Delivery(Base):
-    """One delivery per (version, channel, action): what makes publishing re-runs safe."""
-
-    __tablename__ = "deliveries"
-    __table_args__ = (UniqueConstraint("version_id", "channel", "action", name="uq_delivery"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    item_id: Mapped[str] = mapped_column(ForeignKey("items.id"), index=True)
-    version_id: Mapped[int] = mapped_column(ForeignKey("versions.id"), index=True)
-    channel: Mapped[str] = mapped_column(String(40))
-    action: Mapped[str] = mapped_column(String(20))
-    state: Mapped[str] = mapped_column(String(20), default="pending")
-    attempts: Mapped[int] = mapped_column(Integer, default=0)
-    remote_id: Mapped[str] = mapped_column(Text, default="")
-    url: Mapped[str] = mapped_column(Text, default="")
-    message: Mapped[str] = mapped_column(Text, default="")
-    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
-
-
-class LedgerEntry(Base):
-    __tablename__ = "ledger"
-    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    at: Mapped[str] = mapped_column(String(40))
-    actor: Mapped[str] = mapped_column(String(100))
-    action: Mapped[str] = mapped_column(String(40))
-    item_id: Mapped[str] = mapped_column(String(100), default="", index=True)
-    version: Mapped[int] = mapped_column(Integer, default=0)
-    content_hash: Mapped[str] = mapped_column(String(64), default="")
-    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    prev_hash: Mapped[str] = mapped_column(String(64))
-    hash: Mapped[str] = mapped_column(String(64))
-
-
-class Terminal(Base):
-    """A screen or loudspeaker terminal that polls us and reports plays."""
-
-    __tablename__ = "terminals"
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    zone: Mapped[str] = mapped_column(String(20), default="")
-    group: Mapped[str] = mapped_column(String(64), default="")
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class Grant(Base):
-    """What a channel gave the terminals of one audience (`zone:<code>` or `group:<id>`): a file (sha256) of an
-    item, from `valid_from` until `valid_until` (None: still given). Proof of play is checked against these."""
-
-    __tablename__ = "grants"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    item_id: Mapped[str] = mapped_column(String(100), index=True)
-    version_id: Mapped[int] = mapped_column(Integer)
-    channel: Mapped[str] = mapped_column(String(40))
-    audience: Mapped[str] = mapped_column(String(80), index=True)
-    sha256: Mapped[str] = mapped_column(String(64))
-    valid_from: Mapped[datetime] = mapped_column()
-    valid_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, default=None)
-
-
-class RefusedPlay(Base):
-    """A play report that was not counted, kept apart with the reason (never in the reach report)."""
-
-    __tablename__ = "refused_plays"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    terminal_id: Mapped[str] = mapped_column(String(64), index=True)
-    item_id: Mapped[str] = mapped_column(String(100))
-    sha256: Mapped[str] = mapped_column(String(64))
-    started_at: Mapped[datetime] = mapped_column()
-    ended_at: Mapped[datetime] = mapped_column()
-    reason: Mapped[str] = mapped_column(Text)
-    received_at: Mapped[datetime] = mapped_column(default=utcnow)
-
-
-class Play(Base):
-    """A completed play reported by a terminal (proof of play)."""
-
-    __tablename__ = "plays"
-    __table_args__ = (UniqueConstraint("terminal_id", "item_id", "started_at", name="uq_play"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    terminal_id: Mapped[str] = mapped_column(ForeignKey("terminals.id"), index=True)
-    item_id: Mapped[str] = mapped_column(String(100), index=True)
-    sha256: Mapped[str] = mapped_column(String(64))
-    started_at: Mapped[datetime] = mapped_column()
-    ended_at: Mapped[datetime] = mapped_column()
-    zone: Mapped[str] = mapped_column(String(20), default="")
-    group: Mapped[str] = mapped_column(String(64), default="")
-    received_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -255,7 +56,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    # FULL: each commit's WAL frames are synced before the ledger anchors it outside the database (rongmei.ledger).
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.close()
 
 
@@ -272,6 +74,11 @@ def make_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
+            # Created 0600 (SQLite gives its -wal and -shm files the same mode): unpublished items live here. Only
+            # ever opened here when new: closing a descriptor of a file drops every POSIX lock this process holds
+            # on it, and another engine of ours may hold SQLite's locks on an existing database.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         engine = create_engine(url, connect_args={"timeout": 30, "isolation_level": None})
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin_immediate)
@@ -313,29 +120,49 @@ def add_missing_columns(engine: Engine) -> list[str]:
 class Store:
     """Database plus blob directory. Cheap to create; one per process is enough."""
 
-    def __init__(self, url: str, blob_dir: Path) -> None:
+    def __init__(self, url: str, blob_dir: Path, *, secrets_dir: Path | None = None,
+                 ledger_dir: Path | None = None, s3_bucket: str = "", s3_endpoint_url: str = "") -> None:
+        from rongmei.ledger import LedgerKeeper  # the ledger module builds on this one's tables
+
         self.url = url
         self.engine = make_engine(url)
         self.blob_dir = Path(blob_dir)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Without settings the blob dir is `data_dir/blobs`: the key and the checkpoints go beside it, where
+        # `from_settings` puts them too.
+        data_dir = self.blob_dir.parent
+        self.ledger = LedgerKeeper(
+            self.engine,
+            secrets_dir=secrets_dir or data_dir / "secrets",
+            checkpoint_file=(ledger_dir or data_dir / "ledger") / "checkpoints.jsonl",
+            s3_bucket=s3_bucket,
+            s3_endpoint_url=s3_endpoint_url,
+        )
+        self.ledger.watch(self._sessions)  # every commit that appended entries anchors the new head
 
     @classmethod
     def from_settings(cls, settings: Any) -> Store:
-        store = cls(settings.db_url, settings.blob_dir)
+        store = cls(settings.db_url, settings.blob_dir, secrets_dir=settings.secrets_dir,
+                    ledger_dir=settings.data_dir / "ledger", s3_bucket=settings.s3_bucket,
+                    s3_endpoint_url=settings.s3_endpoint_url)
         store.create_schema()
         return store
 
     def create_schema(self) -> None:
-        if self.url in _SCHEMA_READY:
-            return
         Base.metadata.create_all(self.engine)
-        add_missing_columns(self.engine)
-        _SCHEMA_READY.add(self.url)
+        if self.url not in _SCHEMA_READY:  # columns are only ever added: once per process and database is enough
+            add_missing_columns(self.engine)
+            _SCHEMA_READY.add(self.url)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
-        """One transaction: committed on success, rolled back on any error."""
-        with self._sessions() as session, session.begin():
+        """One transaction: committed on success, rolled back on any error.
+
+        The session carries the ledger key (`ledger.record` needs it); the first one of a process creates the
+        key, keying an older ledger (rongmei.ledger).
+        """
+        self.ledger.open()  # before the transaction: creating the key takes the write lock itself
+        with self._sessions(info=self.ledger.session_info()) as session, session.begin():
             yield session
 
     # Blobs -------------------------------------------------------------------------------------
@@ -346,13 +173,21 @@ class Store:
 
     def put_file(self, source: Path) -> tuple[str, int]:
         """Copy a file into the blob store (once per content); returns (sha256, bytes)."""
+        with open(source, "rb") as stream:
+            return self.put_stream(stream)
+
+    def put_stream(self, source: Any) -> tuple[str, int]:
+        """Copy an open binary file (read from where it stands) into the blob store; returns (sha256, bytes).
+
+        Ingest opens drop files itself, without following links, and checks what it opened (rongmei.bundles):
+        the blob is then exactly that file, not whatever its path names by the time it is copied."""
         digest = hashlib.sha256()
         self.blob_dir.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(dir=self.blob_dir, prefix=".incoming-")
         size = 0
         try:
-            with os.fdopen(fd, "wb") as out, open(source, "rb") as src:
-                while chunk := src.read(CHUNK):
+            with os.fdopen(fd, "wb") as out:
+                while chunk := source.read(CHUNK):
                     digest.update(chunk)
                     out.write(chunk)
                     size += len(chunk)

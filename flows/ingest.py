@@ -1,4 +1,8 @@
-"""Ingest: take settled drops from content/inbox into the store, then send each new version to review."""
+"""Ingest: take settled drops from content/inbox into the store, then send each new version to review.
+
+One drop's trouble is that drop's outcome (rejected, or left in the inbox and reported once): the pass goes
+on with the others, and the new versions of the good ones are sent to review all the same.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,27 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from rongmei.bundles import Drop
+from rongmei.bundles import Drop, escape_name
+from rongmei.errors import RongmeiError
 from rongmei.ingest import Outcome, ingest_drop, settled_drops
 from rongmei.settings import Settings, load_settings
 from rongmei.store import Store
 
 
 @task(name="take in drop", cache_policy=NO_CACHE, task_run_name="take in {drop.name}")
-def take_in(drop: Drop, settings: Settings, store: Store) -> Outcome:
-    """Read, check and store one drop; archive or reject the original."""
+def take_in(drop: Drop, settings: Settings, store: Store) -> Outcome | None:
+    """Read, check and store one drop; archive or reject the original. None: gone or still changing."""
     outcome = ingest_drop(drop, settings, store)
     logger = get_run_logger()
-    if outcome.status == "rejected":
-        logger.warning("退稿 %s：%s", drop.name, "；".join(p.message for p in outcome.problems))
+    if outcome is None:
+        logger.info("%s 已被取走或仍在变化，下一轮再看", drop.label)
+    elif outcome.status == "rejected":
+        logger.warning("退稿 %s：%s", drop.label, "；".join(p.message for p in outcome.problems))
+    elif outcome.status == "stuck":
+        log = logger.info if outcome.repeat else logger.error
+        log("%s 无法处理，仍留在收稿箱：%s", drop.label, "；".join(p.message for p in outcome.problems))
     else:
-        logger.info("%s %s → %s v%s", outcome.status, drop.name, outcome.item_id, outcome.version)
+        logger.info("%s %s → %s v%s", outcome.status, drop.label, outcome.item_id, outcome.version)
     return outcome
 
 
@@ -36,23 +46,47 @@ def send_to_review(outcome: Outcome, settings: Settings) -> None:
 def ingest(start_reviews: bool = True) -> list[dict]:
     settings = load_settings()
     store = Store.from_settings(settings)
-    drops = settled_drops(settings)
-    outcomes = [take_in(drop, settings, store) for drop in drops]
+    logger = get_run_logger()
+    outcomes: list[Outcome] = []
+    waiting: list[str] = []  # drops the store could not take (it was unreachable): still in the inbox
+    for drop in settled_drops(settings):
+        state = take_in(drop, settings, store, return_state=True)
+        if not state.is_completed():
+            waiting.append(drop.label)
+            continue
+        if (outcome := state.result()) is not None:
+            outcomes.append(outcome)
+    not_sent: list[str] = []
     if start_reviews:
         for outcome in outcomes:
-            if outcome.status == "ingested":
-                send_to_review(outcome, settings)
-    if outcomes:
-        create_markdown_artifact(key="ingest-summary", markdown=summary(outcomes), description="本次收稿结果")
+            if outcome.status != "ingested" or not outcome.version_id:
+                continue
+            if not send_to_review(outcome, settings, return_state=True).is_completed():
+                not_sent.append(f"{outcome.item_id} v{outcome.version}")
+    news = [o for o in outcomes if not o.repeat]  # a drop stuck as before was reported by an earlier run
+    if news:
+        create_markdown_artifact(key="ingest-summary", markdown=summary(news), description="本次收稿结果")
+    if waiting or not_sent:
+        logger.error("收稿未全部完成：%s", "；".join(waiting + not_sent))
+        raise RongmeiError(
+            "ingest did not finish: "
+            + (f"the store failed for drops {waiting} (they wait in the inbox; the next run retries them). "
+               if waiting else "")
+            + (f"No review run was started for {not_sent} (their versions are stored): check that the review "
+               "deployment exists (`prefect deploy --all`, as `rongmei up` runs it) and the Prefect server is "
+               "reachable; the 'send to review' task logs say what failed."
+               if not_sent else "")
+        )
     return [{"drop": o.drop, "status": o.status, "item": o.item_id, "version": o.version} for o in outcomes]
 
 
 def summary(outcomes: list[Outcome]) -> str:
-    labels = {"ingested": "已收稿", "unchanged": "内容未变（已归档）", "rejected": "退稿"}
+    labels = {"ingested": "已收稿", "unchanged": "内容未变（已归档）", "rejected": "退稿", "stuck": "无法处理（仍在收稿箱）"}
     rows = ["| 稿件 | 结果 | 编号 | 版本 | 问题 |", "|---|---|---|---|---|"]
     for o in outcomes:
         problems = "；".join(p.message for p in o.problems) or "—"
-        rows.append(f"| {o.drop} | {labels[o.status]} | {o.item_id} | {o.version or '—'} | {problems} |")
+        cells = [escape_name(o.drop), labels[o.status], o.item_id, str(o.version or "—"), problems]
+        rows.append("| " + " | ".join(" ".join(c.split()).replace("|", "\\|") for c in cells) + " |")
     return "\n".join(rows)
 
 

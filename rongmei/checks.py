@@ -12,11 +12,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
-from rongmei.bundles import AUDIO_EXTENSIONS, VIDEO_EXTENSIONS
+from rongmei.bundles import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 from rongmei.model import CheckResult, ItemMeta, Severity
 from rongmei.settings import Lexicon, Settings
-
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".heic", ".tif", ".tiff"}
 
 # Lengths that make a poor fit on a channel; channels with hard limits (WeChat) check them in their own
 # `precheck`, next to the code that knows the API.

@@ -3,47 +3,80 @@
 The order is what makes a crash harmless: the original stays in the inbox until its version is committed,
 and a re-run that finds a drop whose content equals the item's latest version only finishes the move.
 Nothing an editor dropped is ever deleted: it ends in archive/, rejected/ or (later) returned/.
+
+One bad drop never stops the others ("Every door guarded"): `ingest_drop` turns any error a drop causes into
+an outcome. An unexpected error before the commit rejects the drop with the error in REJECTED.md; a drop that
+cannot even be moved to rejected/ (or, once committed, to archive/) stays where it is and is reported in the
+ledger once per state of the drop, not on every pass of the 15-second schedule; the next pass tries again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import logging
 import os
+import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from rongmei import ledger
-from rongmei.bundles import Bundle, Drop, find_drops, is_settled, read_bundle
+from rongmei.bundles import (
+    Bundle,
+    Drop,
+    Limits,
+    drop_state,
+    escape_name,
+    find_drops,
+    is_settled,
+    read_bundle,
+    safe_name,
+)
 from rongmei.checks import run_checks
-from rongmei.model import SHANGHAI, CheckResult, ItemState
+from rongmei.model import SHANGHAI, CheckResult, ItemState, Severity
 from rongmei.settings import Settings
-from rongmei.store import Item, Store, Version
+from rongmei.store import Item, LedgerEntry, Store, Version
 
 log = logging.getLogger(__name__)
 SYSTEM = "system:ingest"
+STUCK = "ingest_stuck"  # ledger action: a drop left in the inbox because it could not be moved
+# The store itself failing is no fault of the drop: the drop waits in the inbox and the caller hears of it.
+STORE_DOWN = (OperationalError, InterfaceError)
 
 
 @dataclass
 class Outcome:
     drop: str
-    status: str  # "ingested" | "unchanged" | "rejected"
+    status: str  # "ingested" | "unchanged" | "rejected" | "stuck" (left in the inbox, see `repeat`)
     item_id: str = ""
     version: int = 0
     version_id: int = 0
     moved_to: str = ""
     problems: list[CheckResult] = field(default_factory=list)
     warnings: list[CheckResult] = field(default_factory=list)
+    repeat: bool = False  # stuck in the same state as already reported: nothing new to tell anyone
 
 
 def settled_drops(settings: Settings, now: float | None = None) -> list[Drop]:
     now = time.time() if now is None else now
-    return [d for d in find_drops(settings.inbox) if is_settled(d, now, settings.settle_seconds)]
+    settled = []
+    for drop in find_drops(settings.inbox):
+        try:
+            if is_settled(drop, now, settings.settle_seconds):
+                settled.append(drop)
+        except OSError as exc:
+            # Not a copy in motion (that reads as unsettled): the drop's own run says what is wrong with it.
+            log.warning("cannot tell whether drop %s has settled (%s); taking it in to report it", drop.label, exc)
+            settled.append(drop)
+    return settled
 
 
 def content_hash(meta: dict, body: str, file_hashes: dict[str, str]) -> str:
@@ -54,21 +87,80 @@ def content_hash(meta: dict, body: str, file_hashes: dict[str, str]) -> str:
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
-def ingest_drop(drop: Drop, settings: Settings, store: Store) -> Outcome:
-    bundle = read_bundle(drop, max_file_bytes=settings.max_upload_bytes)
-    checks: list[CheckResult] = list(bundle.notes)
-    if bundle.meta is not None and not bundle.problems:
-        checks += run_checks(bundle.meta, bundle.body, bundle.files, settings)
-    problems = bundle.problems + [c for c in checks if c.blocking]
-    if problems:
-        return reject(bundle, problems, checks, settings, store)
-    return accept(bundle, checks, settings, store)
+def limits_for(settings: Settings) -> Limits:
+    # The item id becomes a folder name under archive/ and under the data dir (site, renditions).
+    return Limits.from_settings(settings, name_bytes=min(name_max(settings.archive), name_max(settings.data_dir)))
 
 
-def accept(bundle: Bundle, checks: list[CheckResult], settings: Settings, store: Store) -> Outcome:
+def ingest_drop(drop: Drop, settings: Settings, store: Store) -> Outcome | None:
+    """Take one settled drop in: a new version (original archived), or rejected with REJECTED.md.
+
+    Never raises because of the drop (see the module docstring). Returns None when the drop is gone or
+    changed while it was read (another run took it, or the editor is still at it): the next pass looks again.
+    Raises only when the store is unreachable (STORE_DOWN), leaving the drop in the inbox.
+    """
+    try:
+        state = drop_state(drop)
+    except FileNotFoundError:
+        log.info("drop %s vanished before it was taken in (another run took it)", drop.label)
+        return None
+    bundle = Bundle(drop=drop)
+    checks: list[CheckResult] = []
+    try:
+        bundle = read_bundle(drop, limits_for(settings))
+        checks = list(bundle.notes)
+        if bundle.ok:
+            checks += run_checks(bundle.meta, bundle.body, bundle.files, settings)  # type: ignore[arg-type]
+        problems = bundle.problems + [c for c in checks if c.blocking]
+        recorded = None if problems else record_version(bundle, checks, store)
+    except STORE_DOWN:
+        raise
+    except IntegrityError:
+        # Another run committed this version first; the next pass finds it unchanged and finishes the move.
+        log.info("drop %s was taken in by another run meanwhile", drop.label)
+        return None
+    except Exception as exc:  # anything at all: reported to the editor and the log, never lost
+        if _changed(drop, state):
+            log.info("drop %s changed while it was taken in (%s); looking again next pass", drop.label, exc)
+            return None
+        log.exception("unexpected error while taking in drop %s", drop.label)
+        problems, checks, recorded = [system_error(exc)], [], None
+    if recorded is not None:
+        return archive(bundle, recorded, settings, store, state)
+    return reject(bundle, problems, checks, settings, store, state)
+
+
+def system_error(exc: BaseException) -> CheckResult:
+    return CheckResult(
+        code="system.error",
+        severity=Severity.blocking,
+        message=f"系统在处理这份稿件时出错，没能完成收稿（不一定是稿件本身的问题）。技术信息：{one_line(exc)}",
+        fix="原稿的文件都在本文件夹中，没有丢失。请把整个稿件原样放回 content/inbox/ 再试一次；"
+        "如果还是出现这条提示，请把本文件转给技术人员。",
+    )
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return escape_name(text if len(text) <= limit else text[:limit] + "…")
+
+
+def _changed(drop: Drop, state: str) -> bool:
+    try:
+        return drop_state(drop) != state
+    except FileNotFoundError:
+        return True
+
+
+def record_version(bundle: Bundle, checks: list[CheckResult], store: Store) -> Outcome:
+    """Store the blobs, then the version and its ledger entries in one transaction (nothing is moved yet)."""
     assert bundle.meta is not None
     meta = bundle.meta
-    files = {rel: dict(zip(("sha256", "bytes"), store.put_file(path), strict=True)) for rel, path in bundle.files.items()}
+    files = {}
+    for rel in bundle.files:
+        with bundle.open(rel) as source:  # the very file that was checked, never a link put there since
+            sha256, size = store.put_stream(source)
+        files[rel] = {"sha256": sha256, "bytes": size}
     meta_json = meta.to_json()
     digest = content_hash(meta_json, bundle.body, {rel: f["sha256"] for rel, f in files.items()})
     with store.session() as session:
@@ -127,8 +219,26 @@ def accept(bundle: Bundle, checks: list[CheckResult], settings: Settings, store:
             )
             outcome = Outcome(bundle.drop.name, "ingested", meta.id, number, version.id)
     outcome.warnings = checks
-    destination = archive_destination(settings, bundle.drop, meta.id, outcome.version)
-    move_drop(bundle.drop, destination)
+    return outcome
+
+
+def archive(bundle: Bundle, outcome: Outcome, settings: Settings, store: Store, state: str) -> Outcome:
+    """Move the original of a committed version to archive/<id>/v<N>/ and note where it went.
+
+    The version stands whatever happens here: if the move fails the original stays in the inbox, the failure
+    is reported once, and the next pass (finding the content unchanged) tries the move again."""
+    try:
+        destination = set_aside(bundle.drop, settings.archive / outcome.item_id / f"v{outcome.version}")
+    except Exception as exc:  # the version is committed: its review must start all the same
+        if not _changed(bundle.drop, state):
+            problem = CheckResult(
+                code="system.archive_failed",
+                severity=Severity.blocking,
+                message=f"稿件已收稿（第 {outcome.version} 版），但原稿无法移到 archive/（{one_line(exc)}），仍留在收稿箱中。",
+                fix="请技术人员检查 content/archive/ 是否可写、磁盘是否已满；修好后系统会自动完成归档。",
+            )
+            report_stuck(bundle, [problem], exc, store, state, version=outcome.version)
+        return outcome
     outcome.moved_to = str(destination)
     with store.session() as session:
         version = session.get(Version, outcome.version_id)
@@ -138,13 +248,35 @@ def accept(bundle: Bundle, checks: list[CheckResult], settings: Settings, store:
 
 
 def reject(
-    bundle: Bundle, problems: list[CheckResult], checks: list[CheckResult], settings: Settings, store: Store
-) -> Outcome:
+    bundle: Bundle,
+    problems: list[CheckResult],
+    checks: list[CheckResult],
+    settings: Settings,
+    store: Store,
+    state: str,
+) -> Outcome | None:
+    """Move the drop to rejected/<name>/ with REJECTED.md; a drop that cannot be moved stays in the inbox."""
+    drop = bundle.drop
     warnings = [c for c in checks if not c.blocking]
-    destination = unique_path(settings.rejected / bundle.drop.name)
-    move_drop(bundle.drop, destination)
-    (destination / "REJECTED.md").write_text(rejected_report(bundle, problems, warnings), encoding="utf-8")
-    item_id = bundle.meta.id if bundle.meta else str(bundle.raw_meta.get("id", ""))[:100]
+    item_id = _item_id(bundle)
+    try:
+        destination = set_aside(drop, settings.rejected / safe_name(drop.name))
+    except Exception as exc:  # whatever stops the move, the drop stays where it is and the others go on
+        if _changed(drop, state):
+            return None
+        problem = CheckResult(
+            code="system.reject_failed",
+            severity=Severity.blocking,
+            message=f"这份稿件未被接收，但无法移到 rejected/（{one_line(exc)}），仍留在收稿箱中。",
+            fix="请技术人员检查 content/rejected/ 是否可写、磁盘是否已满；修好后系统会自动重试。",
+        )
+        problems = [*problems, problem]
+        repeat = report_stuck(bundle, problems, exc, store, state)
+        return Outcome(drop.name, "stuck", item_id, problems=problems, warnings=warnings, repeat=repeat)
+    try:
+        write_report(destination, rejected_report(bundle, problems, warnings, destination))
+    except OSError:
+        log.exception("cannot write REJECTED.md into %s", destination)
     with store.session() as session:
         ledger.record(
             session,
@@ -152,19 +284,64 @@ def reject(
             actor=SYSTEM,
             item_id=item_id,
             details={
-                "drop": bundle.drop.name,
+                "drop": drop.label,
                 "moved_to": str(destination),
                 "problems": [{"code": p.code, "message": p.message} for p in problems],
             },
         )
-    return Outcome(bundle.drop.name, "rejected", item_id, moved_to=str(destination), problems=problems, warnings=warnings)
+    return Outcome(drop.name, "rejected", item_id, moved_to=str(destination), problems=problems, warnings=warnings)
 
 
-def rejected_report(bundle: Bundle, problems: list[CheckResult], warnings: list[CheckResult]) -> str:
+def _item_id(bundle: Bundle) -> str:
+    """The item a rejected drop meant to be, for the ledger (the id as given, escaped: it may be anything)."""
+    return bundle.meta.id if bundle.meta else escape_name(str(bundle.raw_meta.get("id", "")))[:100]
+
+
+def report_stuck(
+    bundle: Bundle, problems: list[CheckResult], exc: BaseException, store: Store, state: str, version: int = 0
+) -> bool:
+    """Record a drop that stays in the inbox, once per state of the drop (the schedule passes every 15 s);
+    True when this state was reported before."""
+    drop = bundle.drop
+    item_id = _item_id(bundle)
+    with store.session() as session:
+        seen = session.scalars(
+            select(LedgerEntry.seq).where(LedgerEntry.action == STUCK, LedgerEntry.details["state"].as_string() == state)
+        ).first()
+        if seen is None:
+            ledger.record(
+                session,
+                STUCK,
+                actor=SYSTEM,
+                item_id=item_id,
+                version=version,
+                details={
+                    "drop": drop.label,
+                    "state": state,
+                    "error": one_line(exc),
+                    "problems": [{"code": p.code, "message": p.message} for p in problems],
+                },
+            )
+    if seen is None:
+        log.error("drop %s stays in the inbox: %s", drop.label, one_line(exc), exc_info=exc)
+    else:
+        log.info("drop %s still stays in the inbox (reported before): %s", drop.label, one_line(exc))
+    return seen is not None
+
+
+def rejected_report(
+    bundle: Bundle, problems: list[CheckResult], warnings: list[CheckResult], destination: Path | None = None
+) -> str:
     stamp = datetime.now(SHANGHAI).strftime("%Y-%m-%d %H:%M")
-    lines = [
-        f"# 稿件未被接收：{bundle.drop.name}",
-        "",
+    name = bundle.drop.label
+    lines = [f"# 稿件未被接收：{name}", ""]
+    if destination is not None and not destination.name.startswith(bundle.drop.name):
+        lines += [
+            f"原稿件名：`{name}`。原名含有特殊字符或太长，本文件夹改名为 `{destination.name}`；"
+            "改正后请用正常的名字重新放入。",
+            "",
+        ]
+    lines += [
         f"系统于 {stamp} 检查了这份稿件，发现下列问题。请逐条修改后，把整个稿件重新放回 `content/inbox/`。",
         "原稿的所有文件都在本文件夹中，没有被修改或删除。",
         "",
@@ -182,18 +359,83 @@ def rejected_report(bundle: Bundle, problems: list[CheckResult], warnings: list[
     return "\n".join(lines) + "\n"
 
 
-def archive_destination(settings: Settings, drop: Drop, item_id: str, version: int) -> Path:
-    return unique_path(settings.archive / item_id / f"v{version}")
+def write_report(folder: Path, text: str, name: str = "REJECTED.md") -> Path:
+    """Write our report into a drop we set aside, never through whatever the editor left under that name.
+
+    An earlier report (a plain file) is replaced by a rename, which never writes into the file it replaces;
+    a link or anything else under that name is kept, and the report goes to REJECTED-2.md … instead."""
+    stem, suffix = os.path.splitext(name)
+    target, n = folder / name, 2
+    while os.path.lexists(target) and not stat.S_ISREG(target.lstat().st_mode):
+        target, n = folder / f"{stem}-{n}{suffix}", n + 1
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}-", suffix=".tmp")  # O_EXCL: a name of its own
+    try:
+        os.fchmod(fd, 0o644)  # editors read it over the share, as any file we put there
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
+# Names that fit ---------------------------------------------------------------------------------------
+def name_max(directory: Path) -> int:
+    """Longest file name, in bytes, the file system takes in `directory` (or the nearest existing parent)."""
+    for candidate in (directory, *directory.parents):
+        try:
+            limit = os.pathconf(candidate, "PC_NAME_MAX")
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError):
+            break
+        return limit if limit > 0 else 255
+    return 255
+
+
+def fit_name(name: str, limit: int) -> str:
+    """`name` cut to at most `limit` bytes (UTF-8), on a character boundary."""
+    out, used = [], 0
+    for ch in name:
+        size = len(ch.encode("utf-8", "surrogateescape"))
+        if used + size > limit:
+            break
+        out.append(ch)
+        used += size
+    return "".join(out)
 
 
 def unique_path(path: Path) -> Path:
-    """`path`, or `path-2`, `path-3`… so an earlier archived or rejected drop is never overwritten."""
-    if not path.exists():
-        return path
+    """`path`, or `path-2`, `path-3`… so an earlier archived or rejected drop is never overwritten.
+
+    Names are kept within the file system's limit (NAME_MAX, in bytes): a long name is cut on a character
+    boundary, always keeping the `-N` suffix, so a drop named near 255 bytes still finds a place."""
+    limit = name_max(path.parent)
+    candidate = path.with_name(fit_name(path.name, limit))
     n = 2
-    while (candidate := path.with_name(f"{path.name}-{n}")).exists():
+    while os.path.lexists(candidate):
+        suffix = f"-{n}"
+        candidate = path.with_name(fit_name(path.name, limit - len(suffix)) + suffix)
         n += 1
     return candidate
+
+
+def set_aside(drop: Drop, wanted: Path) -> Path:
+    """Move the drop to `wanted` or the next free `wanted-N`; returns where it went."""
+    wanted.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(100):
+        destination = unique_path(wanted)
+        try:
+            move_drop(drop, destination)
+        except OSError as exc:
+            # Another run took that name between our look and the move: take the next one.
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and drop.path.exists():
+                continue
+            raise
+        return destination
+    raise FileExistsError(errno.EEXIST, "no free name found", str(wanted))
 
 
 def move_drop(drop: Drop, destination: Path) -> None:
@@ -202,16 +444,27 @@ def move_drop(drop: Drop, destination: Path) -> None:
     if drop.shape == "folder":
         os.rename(drop.path, destination)  # fails rather than replace a non-empty directory
         return
-    destination.mkdir(parents=True, exist_ok=True)
-    for member in drop.members:
-        if not member.exists() and not member.is_symlink():
-            continue
-        target = destination / member.name
-        if member.is_symlink():
-            os.rename(member, target)  # a link is never replaced: destination is a fresh directory
-            continue
-        os.link(member, target)  # raises FileExistsError instead of overwriting
-        os.unlink(member)
+    # Renamed, not linked and unlinked: a crash in between would leave the file with two names, which the
+    # next pass would have to refuse as a hard link.
+    destination.mkdir()  # a fresh directory: nothing in it can be replaced
+    moved: list[tuple[Path, Path]] = []
+    try:
+        for member in drop.members:
+            if not os.path.lexists(member):
+                continue
+            target = destination / member.name
+            if os.path.lexists(target):
+                raise FileExistsError(errno.EEXIST, "already there", str(target))
+            os.rename(member, target)
+            moved.append((member, target))
+    except BaseException:
+        for member, target in reversed(moved):  # a drop is never left half here, half there
+            if not os.path.lexists(member):
+                with contextlib.suppress(OSError):
+                    os.rename(target, member)
+        with contextlib.suppress(OSError):
+            destination.rmdir()  # only when empty again
+        raise
 
 
 def ingest_inbox(settings: Settings, store: Store, now: float | None = None) -> list[Outcome]:
@@ -219,7 +472,10 @@ def ingest_inbox(settings: Settings, store: Store, now: float | None = None) -> 
     outcomes = []
     for drop in settled_drops(settings, now):
         try:
-            outcomes.append(ingest_drop(drop, settings, store))
-        except FileNotFoundError:
-            log.info("drop %s vanished while being taken in (another run took it)", drop.name)
+            outcome = ingest_drop(drop, settings, store)
+        except STORE_DOWN:
+            log.exception("store unavailable: drop %s stays in the inbox until the next pass", drop.label)
+            continue
+        if outcome is not None:
+            outcomes.append(outcome)
     return outcomes

@@ -31,10 +31,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from publishers.base import Playable
 from rongmei.distribution import DirectoryTarget
 from rongmei.settings import Settings
 from rongmei.store import Play, Store, Terminal
-from rongmei.terminals import hash_token
+from rongmei.terminals import hash_token, replace_grants
 
 GROUPS = 20
 ZONES = 50
@@ -73,6 +74,9 @@ def enroll(settings: Settings, count: int) -> list[str]:
     with store.session() as session:
         session.add_all(Terminal(id=f"t{i:05d}", token_hash=hash_token(tok), group="bench")
                         for i, tok in enumerate(tokens))
+        # Plays count only for what the terminals were given (rongmei.terminals): give them the bench item.
+        replace_grants(session, item_id="bench-item", version_id=1, channel="screens",
+                       playables=[Playable("group:bench", SHA)], now=datetime(2020, 1, 1, tzinfo=UTC), until=None)
     store.engine.dispose()
     return tokens
 
@@ -148,7 +152,7 @@ async def terminal(port: int, path: str, token: str, number: int, plays: bool, s
         stats.errors += 1
         return
     etag, count, started_play, measured = "", number % PLAY_EVERY, 0, 0  # reports spread over time
-    base = datetime(2025, 6, 1, tzinfo=UTC) + timedelta(days=number)
+    base = datetime(2020, 6, 1, tzinfo=UTC) + timedelta(hours=number)  # in the past: reports of completed plays
     while (now := time.perf_counter()) < stop_at:
         count += 1
         if plays and count % PLAY_EVERY == 0:

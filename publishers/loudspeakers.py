@@ -12,6 +12,10 @@ For every leaf zone (village) the channel writes, under the distribution target:
 
 Media go to `media/<sha256>.mp3` before any playlist names them. Loudness is metadata measured by the
 renditions step (lesson A5.3); the channel only forwards it.
+
+A publish or update receipt carries `playables`: `zone:<village>` and the sha256 of the MP3 for every
+playlist that lists the item after the rebuild, which the delivery layer records as grants so that only
+plays of what a village was given count (rongmei.terminals).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any, ClassVar
 
 from feedgen.feed import FeedGenerator
 
-from publishers.base import Capabilities, Correction, Receipt, Release
+from publishers.base import Capabilities, Correction, Playable, Receipt, Release
 from publishers.channel_state import (
     AggregatePublisher,
     Clock,
@@ -103,7 +107,7 @@ class LoudspeakerPublisher(AggregatePublisher):
             }
             record.update(status="retracted", retracted_at=iso(now), reason=reason)
             self.state.save(record)
-            versions = self._rebuild(record["zones"], now)
+            versions = _versions(self._rebuild(record["zones"], now))
         cancelled = record.get("priority") == Priority.emergency.value
         message = f"已从 {len(versions)} 个村的播放列表撤下" + ("，并向终端发出取消播报指令" if cancelled else "")
         return Receipt(remote_id=item_id, message=message,
@@ -138,14 +142,15 @@ class LoudspeakerPublisher(AggregatePublisher):
             self.state.save(record)
             # The old zones too: an update that narrows the targeting must take the item off the others.
             affected = sorted(set(zones) | set(old.get("zones", [])))
-            versions = self._rebuild(affected, now)
+            rebuilt = self._rebuild(affected, now)
         first = playlist_keys(zones[0])["json"]
         verb = "更新" if previous else "发布"
         return Receipt(
             remote_id=release.item_id,
             url=public_url(self.settings, first),
             message=f"已{verb}到 {len(zones)} 个村的播放列表" + ("（应急插播）" if record["interrupt"] else ""),
-            details={"zones": zones, "media": media["key"], "manifest_versions": versions},
+            details={"zones": zones, "media": media["key"], "manifest_versions": _versions(rebuilt)},
+            playables=playables_of(release.item_id, rebuilt),
         )
 
     def _record(self, release: Release, media: dict[str, Any], zones: list[str], now: datetime,
@@ -186,9 +191,10 @@ class LoudspeakerPublisher(AggregatePublisher):
             },
         }
 
-    def _rebuild(self, zones: list[str], now: datetime) -> dict[str, int]:
+    def _rebuild(self, zones: list[str], now: datetime) -> dict[str, tuple[int, dict[str, Any]]]:
+        """Rewrite the playlists of `zones`; returns zone -> (manifest_version, playlist body)."""
         records = self.state.all()
-        versions: dict[str, int] = {}
+        rebuilt: dict[str, tuple[int, dict[str, Any]]] = {}
         for zone in zones:
             body = build_playlist(zone, records, now, self.settings)
             keys = playlist_keys(zone)
@@ -199,10 +205,25 @@ class LoudspeakerPublisher(AggregatePublisher):
                     keys["podcast"]: lambda _v, body=body, zone=zone: render_podcast(body, zone, now, self.settings),
                 },
             )
-            versions[zone] = version
+            rebuilt[zone] = (version, body)
             if written:
                 log.info("loudspeaker playlist %s is now version %d", zone, version)
-        return versions
+        return rebuilt
+
+
+def _versions(rebuilt: dict[str, tuple[int, dict[str, Any]]]) -> dict[str, int]:
+    return {zone: version for zone, (version, _body) in rebuilt.items()}
+
+
+def playables_of(item_id: str, rebuilt: dict[str, tuple[int, dict[str, Any]]]) -> tuple[Playable, ...]:
+    """What each village's terminals were given of `item_id`: the files its rebuilt playlist lists for it.
+
+    Read from the playlists as written, not from the item's targeting, so a village whose playlist does not
+    list the item (narrowed by a correction, or expiring before its next slot) is given nothing."""
+    given = {(f"zone:{zone}", entry["media"]["sha256"])
+             for zone, (_version, body) in rebuilt.items()
+             for entry in [*body["emergency"], *body["items"]] if entry["id"] == item_id}
+    return tuple(Playable(audience, sha256) for audience, sha256 in sorted(given))
 
 
 # Playlist building (pure functions of the per-item records and the clock) ------------------------------------

@@ -6,6 +6,10 @@
 video / ticker; duration 0 = play to the end), `overlays` (a ticker for urgent and emergency notices) and
 `report.stats_url` for proof of play. An item is listed only once every file it depends on is on the
 target (lesson B4.1). `screens/<group>/player.html` is the player from assets/player/.
+
+A publish or update receipt carries `playables`: `group:<id>` and the sha256 of every file the item depends
+on, for every group whose rebuilt manifest schedules it; the delivery layer records them as grants so that
+only plays of what a group was given count (rongmei.terminals).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from publishers.base import Capabilities, Correction, Receipt, Release
+from publishers.base import Capabilities, Correction, Playable, Receipt, Release
 from publishers.channel_state import (
     AggregatePublisher,
     Clock,
@@ -78,7 +82,7 @@ class ScreenPublisher(AggregatePublisher):
                                                   "groups": list(previous.details.get("groups", []))}
             record.update(status="retracted", retracted_at=iso(now), reason=reason)
             self.state.save(record)
-            versions = self._rebuild(record["groups"], now)
+            versions = _versions(self._rebuild(record["groups"], now))
         return Receipt(remote_id=item_id, message=f"已从 {len(versions)} 个大屏分组撤下",
                        details={"groups": record["groups"], "manifest_versions": versions})
 
@@ -125,26 +129,46 @@ class ScreenPublisher(AggregatePublisher):
                 "files": files, "items": items,
             }
             self.state.save(record)
-            versions = self._rebuild(sorted(set(groups) | set(old.get("groups", []))), now)
+            rebuilt = self._rebuild(sorted(set(groups) | set(old.get("groups", []))), now)
         verb = "更新" if previous else "发布"
         return Receipt(remote_id=release.item_id, url=public_url(self.settings, player_key(groups[0])),
                        message=f"已{verb}到 {len(groups)} 个大屏分组",
                        details={"groups": groups, "files": [f["key"] for f in files],
-                                "manifest_versions": versions})
+                                "manifest_versions": _versions(rebuilt)},
+                       playables=playables_of(release.item_id, rebuilt))
 
-    def _rebuild(self, groups: list[str], now: datetime) -> dict[str, int]:
+    def _rebuild(self, groups: list[str], now: datetime) -> dict[str, tuple[int, dict[str, Any]]]:
+        """Rewrite the manifests of `groups`; returns group -> (manifest_version, manifest body)."""
         records = self.state.all()
         player = PLAYER_ASSET.read_bytes()
-        versions: dict[str, int] = {}
+        rebuilt: dict[str, tuple[int, dict[str, Any]]] = {}
         for group in groups:
             if self.target.read_bytes(player_key(group)) != player:
                 self.target.write_bytes(player_key(group), player)
             body = build_manifest(group, records, now, self.settings, self.target.exists)
             version, written = write_manifest(self.target, manifest_key(group), body, now)
-            versions[group] = version
+            rebuilt[group] = (version, body)
             if written:
                 log.info("screen manifest %s is now version %d", group, version)
-        return versions
+        return rebuilt
+
+
+def _versions(rebuilt: dict[str, tuple[int, dict[str, Any]]]) -> dict[str, int]:
+    return {group: version for group, (version, _body) in rebuilt.items()}
+
+
+def playables_of(item_id: str, rebuilt: dict[str, tuple[int, dict[str, Any]]]) -> tuple[Playable, ...]:
+    """What each group's screens were given of `item_id`: the files its rebuilt manifest schedules for it.
+
+    Read from the manifests as written, so a group where the item is held back (a file missing on the
+    target, lesson B4.1) or no longer targeted is given nothing."""
+    given = set()
+    for group, (_version, body) in rebuilt.items():
+        sha_of = {f["id"]: f["sha256"] for f in body["files"]}
+        for entry in body["schedule"]:
+            if entry["id"] == item_id:
+                given.update((f"group:{group}", sha_of[file_id]) for file_id in entry["dependents"])
+    return tuple(Playable(audience, sha256) for audience, sha256 in sorted(given))
 
 
 def _available_from(record: dict[str, Any]) -> datetime:

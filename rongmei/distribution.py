@@ -3,6 +3,11 @@
 Every channel writes through a `Target`, so the web site, manifests, playlists and media land in the same
 place with the same guarantees: a reader never sees a half-written file, and keys are '/'-separated paths
 relative to the public root (e.g. 'articles/abc/index.html', 'media/<sha256>.mp3').
+
+Withdrawal (retraction, "Every door guarded"): `withdraw(key)` removes a key for good. The directory target
+also leaves a tombstone under `WITHDRAWN_DIR` (a dot-directory of the root, which the distribution server
+never serves), and the server answers 410 Gone for that key while the file stays absent; writing the key
+again (another live item uses the same blob) removes the tombstone and serves it again.
 """
 
 from __future__ import annotations
@@ -21,9 +26,14 @@ mimetypes.add_type("application/vnd.apple.mpegurl", ".m3u8")
 mimetypes.add_type("application/rss+xml", ".rss")
 mimetypes.add_type("image/webp", ".webp")
 
-# Manifests and pages change; media is content-addressed and never changes under the same key.
+# Manifests and pages change: every use revalidates (ETag → 304, cheap).
 CACHE_SHORT = "no-cache"
-CACHE_IMMUTABLE = "public, max-age=31536000, immutable"
+# Media are content-addressed, so their bytes never change under one key, but a retraction withdraws them:
+# with a year-long `immutable` header a withdrawn file stayed in browser and CDN caches for a year. An hour
+# bounds that, and costs little: after it, a cached copy is revalidated with its ETag (304, no body), and
+# terminals keep their own verified copies anyway. No stale-while-revalidate: it would serve past the hour.
+CACHE_MEDIA = "public, max-age=3600"
+WITHDRAWN_DIR = ".withdrawn"  # tombstones of withdrawn keys, under the site root
 
 
 def content_type_for(key: str) -> str:
@@ -38,7 +48,7 @@ def content_type_for(key: str) -> str:
 
 
 def cache_control_for(key: str) -> str:
-    return CACHE_IMMUTABLE if key.startswith("media/") else CACHE_SHORT
+    return CACHE_MEDIA if key.startswith("media/") else CACHE_SHORT
 
 
 def clean_key(key: str) -> str:
@@ -46,6 +56,15 @@ def clean_key(key: str) -> str:
     if path.is_absolute() or ".." in path.parts or not key or key.endswith("/"):
         raise PublishError(f"refusing to write outside the public root: {key!r}")
     return str(path)
+
+
+def clean_prefix(prefix: str) -> str:
+    """A key prefix for `Target.keys`: '' (everything), a folder ('media/') or the start of a key."""
+    stripped = prefix.rstrip("/")
+    if not stripped:
+        return ""
+    cleaned = clean_key(stripped)
+    return cleaned + "/" if prefix.endswith("/") else cleaned
 
 
 class Target(ABC):
@@ -68,6 +87,18 @@ class Target(ABC):
     def delete(self, key: str) -> None:
         """Remove a key; removing a missing key is not an error."""
 
+    @abstractmethod
+    def withdraw(self, key: str) -> None:
+        """Remove a key because what it holds must no longer be served (a retracted item's media).
+
+        Unlike `delete` (a file replaced by another, e.g. a page moving), readers who ask for the key are
+        told it is gone where the target can say so (410). Withdrawing a missing key is not an error."""
+
+    @abstractmethod
+    def keys(self, prefix: str = "") -> list[str]:
+        """Every stored key starting with `prefix`, sorted (e.g. `keys("media/<sha256>")`: that blob in any
+        extension). Temporary and tombstone files are not keys."""
+
     def write_text(self, key: str, text: str) -> None:
         self.write_bytes(key, text.encode("utf-8"))
 
@@ -80,6 +111,9 @@ class DirectoryTarget(Target):
 
     def path(self, key: str) -> Path:
         return self.root / clean_key(key)
+
+    def tombstone(self, key: str) -> Path:
+        return self.root / WITHDRAWN_DIR / clean_key(key)
 
     def _replace_into(self, key: str, fill) -> None:  # type: ignore[no-untyped-def]
         target = self.path(key)
@@ -94,6 +128,8 @@ class DirectoryTarget(Target):
             if os.path.exists(tmp_name):
                 os.unlink(tmp_name)
             raise
+        # After the file is in place, so a reader never sees "gone" for a key that is being written again.
+        self.tombstone(key).unlink(missing_ok=True)
 
     def write_bytes(self, key: str, data: bytes) -> None:
         self._replace_into(key, lambda out: out.write(data))
@@ -113,6 +149,27 @@ class DirectoryTarget(Target):
 
     def delete(self, key: str) -> None:
         self.path(key).unlink(missing_ok=True)
+
+    def withdraw(self, key: str) -> None:
+        # Tombstone first: between the two steps a reader gets the file or 410, never a plain 404.
+        stone = self.tombstone(key)
+        stone.parent.mkdir(parents=True, exist_ok=True)
+        stone.touch()
+        self.path(key).unlink(missing_ok=True)
+
+    def keys(self, prefix: str = "") -> list[str]:
+        prefix = clean_prefix(prefix)
+        # Walk only the folder the prefix names: keys("media/<sha>") must not scan the whole site.
+        folder = self.root / prefix.rpartition("/")[0] if "/" in prefix else self.root
+        found = []
+        for directory, subdirs, files in os.walk(folder):
+            subdirs[:] = [d for d in subdirs if not d.startswith(".")]  # tombstones, half-written uploads
+            base = Path(directory).relative_to(self.root).as_posix()
+            for name in files:
+                key = name if base == "." else f"{base}/{name}"
+                if not name.startswith(".") and key.startswith(prefix):
+                    found.append(key)
+        return sorted(found)
 
 
 def target_from_settings(settings: Settings) -> Target:

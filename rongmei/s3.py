@@ -8,6 +8,10 @@ Ordering: a manifest must never point at media that is not there yet. `write_man
 else first and the keys named in `last` (or, by default, the manifests, playlists and feeds) at the end.
 Media keys are content-addressed (`media/<sha256>.<ext>`), so an existing one is never uploaded again.
 
+Withdrawal (a retracted item's media) deletes the object. A bucket cannot answer 410 Gone for it as the
+distribution server does; what bounds how long a CDN or browser keeps serving a copy is the objects' short
+media Cache-Control (rongmei.distribution.CACHE_MEDIA).
+
 Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, ~/.aws, instance
 roles); they are never part of rongmei's settings or logs.
 """
@@ -19,7 +23,7 @@ from collections.abc import Collection, Iterable
 from pathlib import Path
 from typing import Any
 
-from rongmei.distribution import Target, cache_control_for, clean_key, content_type_for
+from rongmei.distribution import Target, cache_control_for, clean_key, clean_prefix, content_type_for
 from rongmei.errors import ConfigError, PublishError
 
 log = logging.getLogger(__name__)
@@ -159,6 +163,20 @@ class S3Target(Target):
     def delete(self, key: str) -> None:
         # S3 answers 204 for a missing key as well, which is the Target contract.
         self._call("delete", key, self.client.delete_object, Key=self.object_key(key))
+
+    def withdraw(self, key: str) -> None:
+        self._call("withdraw", key, self.client.delete_object, Key=self.object_key(key))
+
+    def keys(self, prefix: str = "") -> list[str]:
+        wanted = clean_prefix(prefix)
+        full = f"{self.prefix}/{wanted}" if self.prefix else wanted
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        found: list[str] = []
+        pages = self._call("listing", prefix or "/", lambda Bucket, **kw: list(
+            self.client.get_paginator("list_objects_v2").paginate(Bucket=Bucket, **kw)), Prefix=full)
+        for page in pages:
+            found.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        return sorted(found)
 
     def write_many(self, items: Iterable[tuple[str, bytes | Path]], last: Collection[str] = ()) -> list[str]:
         """Write several keys so that pointers land after what they point to; returns the order used.

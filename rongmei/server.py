@@ -7,22 +7,34 @@ HTTP behaviour terminals rely on (issue 6 item 5):
 - strong `ETag` on every file, `If-None-Match` → 304 (`If-Modified-Since` too when no ETag is sent);
   small files get a content-hash ETag, so a manifest rewritten with the same bytes still answers 304;
 - `Range` (one range) → 206, unsatisfiable → 416, `If-Range` honoured; HEAD everywhere;
-- Content-Type and Cache-Control from rongmei.distribution (media immutable, everything else no-cache);
+- Content-Type and Cache-Control from rongmei.distribution (media an hour, everything else no-cache);
 - no directory listings, no dot-files (a publisher's `.tmp-*` half-written file is never served),
-  `..` in any spelling → 400, symlinks out of the root → 404.
+  `..` in any spelling → 400, symlinks out of the root → 404;
+- a key the target withdrew (a retracted item's media) → 410 Gone with `Cache-Control: no-store` while its
+  file is absent (the tombstone lives in the never-served `.withdrawn/` dot-directory).
+
+Hostile clients ("Every door guarded"): a malformed body of any shape answers 4xx with a JSON error, never
+500 (strict JSON: no NaN/Infinity, no repeated keys; too deep nesting, too many digits, invalid UTF-8 are
+400; a body that stops arriving for `server_header_timeout` seconds is 408). Unparseable HTTP gets a JSON
+400 too. A connection that does not finish its request headers within `settings.server_header_timeout`
+seconds of connecting, or of starting its next request, is closed (slowloris); the deadline runs from the
+first byte and is not extended by dripping more. Idle kept-alive connections between requests are governed
+by the keep-alive timeout instead, so terminals polling on one connection are not affected.
 
 Every request appends one JSON line to `data_dir/logs/access.jsonl`; `is_page_view` is the rule the reach
 report uses. The app is plain ASGI (no framework: per-request overhead matters at 2,000 polling terminals)
-and runs under uvicorn (httptools when installed, else h11).
+and runs under uvicorn with httptools, through the small protocol subclass `guarded_protocol` makes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import socket
@@ -31,12 +43,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from rongmei.distribution import cache_control_for, content_type_for
+from rongmei.distribution import WITHDRAWN_DIR, cache_control_for, content_type_for
 from rongmei.errors import ConfigError, RongmeiError
 from rongmei.settings import Settings
 
@@ -54,8 +66,15 @@ BOT_AGENTS = re.compile(r"bot|crawl|spider|slurp|curl|wget|python-requests|httpx
                         re.IGNORECASE)
 
 
+GONE_BODY = "该内容已撤回，不再提供。\n".encode()
+
+
 class BadPath(RongmeiError):
     """Raised when a request path tries to leave the public root (answered with 400)."""
+
+
+class BadJson(ValueError):
+    """Raised while parsing a request body that is not strict JSON; the message says what to fix."""
 
 
 # Access log ------------------------------------------------------------------------------------------
@@ -84,8 +103,10 @@ class AccessLog:
         if not self._pending:
             return
         if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - open for the server's life
+            from rongmei.privacy import private_file
+
+            # 0600: the log holds terminals' ids and readers' addresses; open for the server's life.
+            self._file = private_file(self.path, "a")
         self._file.write("\n".join(self._pending) + "\n")
         self._file.flush()
         self._pending.clear()
@@ -300,6 +321,11 @@ class DistributionApp:
         try:
             st = os.stat(full)
         except OSError:  # missing, a file used as a directory, a name too long…
+            if root == self.site_root and self._withdrawn(key):
+                # Not 404: a cache or a player that kept the URL learns the file will not come back. no-store,
+                # because writing the key again (another live item uses the blob) serves it again.
+                return 410, await respond(send, 410, GONE_BODY, method=method,
+                                          extra=[(b"cache-control", b"no-store")])
             return 404, await respond(send, 404, b"not found\n", method=method)
         if stat.S_ISDIR(st.st_mode):
             if os.path.isfile(os.path.join(full, "index.html")):
@@ -312,6 +338,9 @@ class DistributionApp:
             return 404, await respond(send, 404, b"not found\n", method=method)
         return await self.send_file(info, key, method, headers, send,
                                     cache_control or cache_control_for(key))
+
+    def _withdrawn(self, key: str) -> bool:
+        return os.path.isfile(os.path.join(self.site_root, WITHDRAWN_DIR, *key.split("/")))
 
     async def send_file(self, info: FileInfo, key: str, method: str, headers: dict[str, str], send: Any,
                         cache_control: str) -> tuple[int, int]:
@@ -404,15 +433,20 @@ class DistributionApp:
         too_big = json_body(413, "batch_too_large", f"一批最多 {terminals.MAX_PLAYS} 条、"
                                                      f"{terminals.MAX_BATCH_BYTES // 1024} KB，请分批发送")
         declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > terminals.MAX_BATCH_BYTES:
+        if declared.isascii() and declared.isdigit() and int(declared) > terminals.MAX_BATCH_BYTES:
             return (*too_big, [(b"connection", b"close")])  # not read: closing drops the rest of the body
-        body = await read_body(receive, terminals.MAX_BATCH_BYTES)
+        try:
+            body = await read_body(receive, terminals.MAX_BATCH_BYTES, self.settings.server_header_timeout)
+        except TimeoutError:
+            return (*json_body(408, "body_timeout", f"请求体 {self.settings.server_header_timeout:g} 秒内没有继续发送"
+                                                   "（Content-Length 比实际发送的多？）：请检查后重发"),
+                    [(b"connection", b"close")])
         if body is None:
             return (*too_big, [(b"connection", b"close")])
         try:
-            data = json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return (*json_body(400, "malformed", f"请求体不是合法的 JSON：{exc}"), [])
+            data = parse_json(body)
+        except BadJson as exc:
+            return (*json_body(400, "malformed", str(exc)), [])
         if isinstance(data, dict) and isinstance(data.get("plays"), list) \
                 and len(data["plays"]) > terminals.MAX_PLAYS:
             return (*too_big, [])
@@ -424,16 +458,21 @@ class DistributionApp:
             return (*json_body(400, "malformed", str(exc)), [])
         from sqlalchemy.exc import OperationalError
 
+        skew = timedelta(seconds=self.settings.play_clock_skew_seconds)
         try:
-            accepted, duplicates = await self.in_db_thread(terminals.record_plays, self.store(), terminal,
-                                                           batch.plays)
+            outcome = await self.in_db_thread(
+                functools.partial(terminals.record_plays, self.store(), terminal, batch.plays, skew=skew))
         except OperationalError as exc:
             # The database is busy or down: the terminal keeps its backlog and sends it again later.
             log.warning("could not store %d plays from %s: %s", len(batch.plays), terminal.id, exc)
             return (*json_body(503, "unavailable", "暂时无法保存播放回执，请保留记录稍后重发"),
                     [(b"retry-after", b"30")])
-        answer = {"accepted": accepted, "duplicates": duplicates, "batch_id": batch.batch_id}
-        return 200, json.dumps(answer).encode(), []
+        if outcome.refused:
+            log.info("%d of %d plays from %s refused (kept in refused_plays)", len(outcome.refused),
+                     len(batch.plays), terminal.id)
+        answer = {"accepted": outcome.accepted, "duplicates": outcome.duplicates, "batch_id": batch.batch_id,
+                  "refused": [r.as_json() for r in outcome.refused]}
+        return 200, json.dumps(answer, ensure_ascii=False).encode(), []
 
     async def terminal_for(self, token: str) -> Any:
         """Authenticate with a short-lived memory of recent tokens: under SQLite every lookup would queue
@@ -466,12 +505,17 @@ class DistributionApp:
         return await asyncio.get_running_loop().run_in_executor(self._db, func, *args)
 
 
-async def read_body(receive: Any, limit: int) -> bytes | None:
-    """The request body, or None as soon as it exceeds `limit` bytes."""
+async def read_body(receive: Any, limit: int, idle_timeout: float | None = None) -> bytes | None:
+    """The request body, or None as soon as it exceeds `limit` bytes.
+
+    TimeoutError when no part of it arrives for `idle_timeout` seconds: a client that announced more than it
+    sends (or sends a byte now and then) must not hold the connection and its coroutine forever. An idle
+    limit rather than a total one, so a terminal on a slow rural link that keeps sending still gets through.
+    """
     parts: list[bytes] = []
     size = 0
     while True:
-        message = await receive()
+        message = await asyncio.wait_for(receive(), idle_timeout)
         if message["type"] == "http.disconnect":
             break
         chunk = message.get("body", b"")
@@ -482,6 +526,46 @@ async def read_body(receive: Any, limit: int) -> bytes | None:
         if not message.get("more_body"):
             break
     return b"".join(parts)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # Two parsers may pick different values of a repeated key (first vs last): refuse the ambiguity.
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise BadJson(f"请求体里的键 {key[:40]!r} 出现了不止一次：每个键只能写一次")
+            seen.add(key)
+    return data
+
+
+def _no_constant(name: str) -> Any:
+    raise BadJson(f"请求体含有 {name}：JSON 不允许 NaN/Infinity，请改成普通数字或字符串")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise BadJson(f"数字 {text[:20]}… 超出范围：请改成普通大小的数字或字符串")
+    return value
+
+
+def parse_json(body: bytes) -> Any:
+    """Strict JSON, with every way of failing mapped to BadJson (answered 400), never to a server error."""
+    try:
+        return json.loads(body, object_pairs_hook=_unique_keys, parse_constant=_no_constant,
+                          parse_float=_finite_float)
+    except BadJson:
+        raise
+    except RecursionError:
+        raise BadJson("请求体的 JSON 嵌套层数过多：播放回执只需要 {\"plays\": [{...}]} 两层") from None
+    except UnicodeDecodeError:
+        raise BadJson("请求体不是 UTF-8 编码的 JSON：请以 UTF-8 发送") from None
+    except json.JSONDecodeError as exc:
+        raise BadJson(f"请求体不是合法的 JSON：{exc}") from None
+    except ValueError:  # e.g. an integer of more than 4300 digits (CPython's int conversion limit)
+        raise BadJson("请求体里的数字位数过多：请改成普通大小的数字或字符串") from None
 
 
 def _not_modified_since(header: str, mtime: float) -> bool:
@@ -514,14 +598,123 @@ def make_app(settings: Settings, store: Any = None) -> DistributionApp:
 
 
 # Running ---------------------------------------------------------------------------------------------
-def _config(app: DistributionApp) -> Any:
-    import importlib.util
+BAD_REQUEST = json.dumps({"error": "bad_request", "message": "HTTP 请求无法解析（请求行、请求头、Content-Length 或"
+                                                            "分块编码有误），连接已关闭：请检查终端的 HTTP 客户端"},
+                         ensure_ascii=False).encode("utf-8")
+HEADERS_TOO_LARGE = json.dumps({"error": "headers_too_large", "message": "请求行和请求头合计超过 64 KB，连接已关闭："
+                                                                         "请缩短 URL 或请求头"},
+                               ensure_ascii=False).encode("utf-8")
+MAX_HEAD_BYTES = 64 * 1024  # request line + headers; llhttp itself sets no limit, and they are kept in memory
+HEADERS_TOO_SLOW = json.dumps({"error": "header_timeout", "message": "请求头没有在规定时间内发完，连接已关闭：请检查"
+                                                                     "网络或终端的 HTTP 客户端后重试"},
+                              ensure_ascii=False).encode("utf-8")
 
+
+@functools.cache
+def guarded_protocol(header_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with a deadline and a size limit for request heads, and JSON answers to
+    bad HTTP.
+
+    uvicorn arms no timer while a connection waits for (the rest of) a request's headers: only the
+    keep-alive timer between requests, and any byte received cancels that. A client could therefore hold a
+    connection, and its memory, forever by connecting and then sending nothing, or half a header line
+    (slowloris). Here a timer of `header_timeout` seconds runs whenever no request is in flight and headers
+    are owed: from the connection's start, and from the first byte of each later request on a kept-alive
+    connection. It is not re-armed by more bytes, so dripping does not extend it, and it is cancelled once
+    the headers are complete; an idle kept-alive connection stays under uvicorn's keep-alive timeout. And
+    since llhttp sets no size limit, a fast client could make it buffer one endless header within that
+    time: the request line and headers together are limited to MAX_HEAD_BYTES (431).
+    """
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._header_timer: asyncio.TimerHandle | None = None
+            self._headers_pending = False  # a request has begun and its headers are not complete yet
+            self._head_bytes = 0  # received while headers were owed, since the last complete headers
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._watch_headers()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._stop_header_timer()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            owed = self._headers_pending or self._owes_headers()
+            super().data_received(data)
+            if owed or self._headers_pending:
+                self._head_bytes += len(data)
+                # Checked after parsing, so a body that came in the same read as complete headers is never
+                # mistaken for a head; httptools buffers an unfinished header itself, out of our sight.
+                if self._headers_pending and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                    self._answer_and_close(b"431 Request Header Fields Too Large", HEADERS_TOO_LARGE)
+            self._watch_headers()
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            self._headers_pending = True
+
+        def on_headers_complete(self) -> None:
+            self._headers_pending = False
+            self._head_bytes = 0
+            super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._watch_headers()  # part of the next request may already be here (pipelined)
+
+        def send_400_response(self, msg: str) -> None:
+            # uvicorn's own answer is plain text; terminals and the docs expect a JSON error on every 4xx.
+            self._answer_and_close(b"400 Bad Request", BAD_REQUEST)
+
+        def _answer_and_close(self, status: bytes, body: bytes) -> None:
+            """Answer outside any request cycle (none is in flight, or it is abandoned), then hang up."""
+            self.transport.write(b"".join([
+                b"HTTP/1.1 ", status, b"\r\n",
+                *(name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers),
+                b"content-type: application/json; charset=utf-8\r\n",
+                b"content-length: " + str(len(body)).encode() + b"\r\n",
+                b"connection: close\r\n\r\n", body]))
+            self.transport.close()
+
+        def _owes_headers(self) -> bool:
+            idle = (self.cycle is None or self.cycle.response_complete) and not self.pipeline
+            # Between requests with nothing received, the keep-alive timer is the one that runs.
+            return (idle and not self.transport.is_closing()
+                    and (self._headers_pending or self.timeout_keep_alive_task is None))
+
+        def _watch_headers(self) -> None:
+            if not self._owes_headers():
+                self._stop_header_timer()
+            elif self._header_timer is None:
+                self._header_timer = self.loop.call_later(header_timeout, self._headers_too_slow)
+
+        def _stop_header_timer(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if not self._owes_headers():
+                return
+            if self._headers_pending:  # say why to a client that did start a request; no response is in flight
+                self._answer_and_close(b"408 Request Timeout", HEADERS_TOO_SLOW)
+            else:
+                self.transport.close()
+
+    return GuardedHttpToolsProtocol
+
+
+def _config(app: DistributionApp) -> Any:
     import uvicorn
 
     return uvicorn.Config(
         app,
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        http=guarded_protocol(app.settings.server_header_timeout),
         # The stdlib loop, not uvloop: measured with 2,000 terminals (bench/terminals.py), uvloop served
         # ~1.5x more requests but left ~70% of freshly connected terminals unanswered for the whole run,
         # while the stdlib loop answered every terminal evenly.

@@ -24,7 +24,7 @@ from publishers.base import Receipt
 from publishers.screens import ScreenPublisher
 from rongmei.settings import Settings
 from rongmei.store import Store
-from rongmei.terminals import enroll_terminal
+from rongmei.terminals import enroll_terminal, replace_grants
 
 pytestmark = pytest.mark.browser
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -50,6 +50,14 @@ def page(site: Site):  # type: ignore[no-untyped-def]
             browser.close()
 
 
+def granted(store: Store, release, receipt: Receipt) -> Receipt:  # type: ignore[no-untyped-def]
+    """Record the receipt's grants, as the delivery layer does: plays count only for what a screen was given."""
+    with store.session() as session:
+        replace_grants(session, item_id=release.item_id, version_id=release.version_id, channel="screens",
+                       playables=receipt.playables, now=datetime.now(UTC), until=release.meta.expires)
+    return receipt
+
+
 def wait_for(page, condition: str, timeout: float = 15_000) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_function(condition, timeout=timeout)
 
@@ -61,7 +69,7 @@ def test_player_shows_switches_survives_outage_and_reports(settings: Settings, s
     publisher = ScreenPublisher(settings, card_seconds=1)
     first = make_release(blobs, "harvest", {"screen_card": card_rendition(blobs, "HARVEST", (20, 120, 40))},
                          screens=["hall"], title="秋收进度")
-    receipt = publisher.publish(first)
+    receipt = granted(site.store, first, publisher.publish(first))
     first_sha = first.renditions["screen_card"]["sha256"]
 
     token = enroll_terminal(site.store, "hall-01", group="hall")
@@ -83,7 +91,7 @@ def test_player_shows_switches_survives_outage_and_reports(settings: Settings, s
     # A new manifest: an urgent notice arrives and the first item is retracted -> the screen cuts over.
     urgent = make_release(blobs, "road", {"screen_card": card_rendition(blobs, "ROAD", (160, 30, 30))},
                           screens=["hall"], priority="urgent", title="国道封闭", summary="请绕行")
-    publisher.publish(urgent)
+    granted(site.store, urgent, publisher.publish(urgent))
     publisher.retract("harvest", Receipt(details=receipt.details), "更正")
     wait_for(page, f"{STATE}.manifestVersion === 3 && {STATE}.current.item === 'road'")
     assert page.locator("#stage > img").get_attribute("data-sha256") == urgent.renditions["screen_card"]["sha256"]

@@ -1,4 +1,7 @@
-"""Proof of play: terminal tokens and POST /api/plays over real HTTP, idempotent on SQLite and PostgreSQL."""
+"""Proof of play: terminal tokens and POST /api/plays over real HTTP, idempotent on SQLite and PostgreSQL.
+
+Plays count only for what a terminal was given (grants; the attacks are in test_doors_plays.py), so every
+test here first grants its items to the terminals' audiences, as a delivery would."""
 
 from __future__ import annotations
 
@@ -11,17 +14,20 @@ import pytest
 import requests
 from sqlalchemy import func, select
 
+from publishers.base import Playable
 from rongmei.errors import StoreError
 from rongmei.server import RunningServer, serve_in_thread
 from rongmei.settings import Settings
 from rongmei.store import Play, Store, Terminal
 from rongmei.terminals import (
     MAX_PLAYS,
+    PlayOutcome,
     authenticate,
     enroll_terminal,
     hash_token,
     parse_batch,
     record_plays,
+    replace_grants,
 )
 
 SHA = hashlib.sha256(b"audio").hexdigest()
@@ -32,6 +38,15 @@ def play(item: str = "news-0700", minute: int = 0) -> dict:
     start = T0 + timedelta(minutes=minute)
     return {"item": item, "sha256": SHA, "started_at": start.isoformat(),
             "ended_at": (start + timedelta(seconds=270)).isoformat()}
+
+
+def grant(store: Store, *audiences: str, items: tuple[str, ...] = ("news-0700", "notice-1")) -> None:
+    """What a loudspeaker/screen delivery records: these items' file given to these audiences since before T0."""
+    with store.session() as session:
+        for item in items:
+            replace_grants(session, item_id=item, version_id=1, channel="loudspeakers",
+                           playables=[Playable(audience, SHA) for audience in audiences],
+                           now=T0 - timedelta(days=1), until=None)
 
 
 def count_plays(store: Store) -> int:
@@ -84,10 +99,11 @@ def test_assignment_is_checked_against_the_configuration(settings):
 def test_same_instant_in_another_offset_is_the_same_play(store):
     enroll_terminal(store, "scr-1", group="hall")
     terminal = authenticate(store, enroll_terminal(store, "scr-1", group="hall"))
+    grant(store, "group:hall")
     local = parse_batch({"plays": [play()]}).plays
     in_utc = dict(play(), started_at=T0.astimezone(UTC).isoformat().replace("+00:00", "Z"))
-    assert record_plays(store, terminal, local) == (1, 0)
-    assert record_plays(store, terminal, parse_batch({"plays": [in_utc]}).plays) == (0, 1)
+    assert record_plays(store, terminal, local) == PlayOutcome(1, 0)
+    assert record_plays(store, terminal, parse_batch({"plays": [in_utc]}).plays) == PlayOutcome(0, 1)
     with store.session() as session:
         stored = session.scalars(select(Play)).one()
         assert stored.group == "hall" and stored.terminal_id == "scr-1"
@@ -95,15 +111,16 @@ def test_same_instant_in_another_offset_is_the_same_play(store):
 
 def test_good_batch_then_the_same_backlog_again_counts_once(server, store):
     token = enroll_terminal(store, "spk-001", zone="150102001001")
+    grant(store, "zone:150102001001")
     batch = {"batch_id": "b-1", "plays": [play(minute=0), play(minute=5), play("notice-1", minute=0)]}
     url = f"{server.url}/api/plays"
     first = requests.post(url, json=batch, headers={"Authorization": f"Bearer {token}"})
     assert first.status_code == 200, first.text
-    assert first.json() == {"accepted": 3, "duplicates": 0, "batch_id": "b-1"}
+    assert first.json() == {"accepted": 3, "duplicates": 0, "batch_id": "b-1", "refused": []}
     # The terminal lost the answer and flushes its backlog again, plus one new play.
     batch["plays"].append(play(minute=10))
     again = requests.post(url, json=batch, headers={"Authorization": f"Bearer {token}"})
-    assert again.json() == {"accepted": 1, "duplicates": 3, "batch_id": "b-1"}
+    assert again.json() == {"accepted": 1, "duplicates": 3, "batch_id": "b-1", "refused": []}
     assert count_plays(store) == 4
     with store.session() as session:
         zones = set(session.scalars(select(Play.zone)))
@@ -144,6 +161,7 @@ def test_malformed_batches_are_400_with_a_reason(server, store, body, fragment):
 
 def test_oversized_batches_are_413_and_wrong_method_405(server, store):
     token = enroll_terminal(store, "spk-001", zone="150102001001")
+    grant(store, "zone:150102001001")
     auth = {"Authorization": f"Bearer {token}"}
     url = f"{server.url}/api/plays"
     too_many = requests.post(url, json={"plays": [play(minute=i) for i in range(MAX_PLAYS + 1)]}, headers=auth)
@@ -182,15 +200,17 @@ def test_record_plays_is_idempotent_on_postgresql(request, tmp_path):
     pg.create_schema()
     token = enroll_terminal(pg, "pg-spk", zone="150102")
     terminal = authenticate(pg, token)
+    grant(pg, "zone:150102")
     plays = parse_batch({"plays": [play(minute=1), play(minute=2), play(minute=1)]}).plays
-    assert record_plays(pg, terminal, plays) == (2, 1)
-    assert record_plays(pg, terminal, plays) == (0, 3)
+    assert record_plays(pg, terminal, plays) == PlayOutcome(2, 1)
+    assert record_plays(pg, terminal, plays) == PlayOutcome(0, 3)
     assert count_plays(pg) == 2
 
 
 def test_players_on_another_origin_may_report_plays(server, store):
     """The screen player may be served from an S3 bucket's origin: the browser asks first (CORS preflight)."""
     token = enroll_terminal(store, "spk-001", zone="150102001001")
+    grant(store, "zone:150102001001")
     url = f"{server.url}/api/plays"
     origin = {"Origin": "https://media.example-bucket.cn"}
     preflight = requests.options(url, headers={**origin, "Access-Control-Request-Method": "POST",

@@ -20,7 +20,7 @@ import pytest
 import requests
 from PIL import Image
 
-from publishers.base import Release
+from publishers.base import Playable, Release
 from publishers.wechat import WeChatPublisher
 from rongmei.model import ItemMeta
 from rongmei.reach import (
@@ -35,7 +35,7 @@ from rongmei.reach import (
 from rongmei.server import serve_in_thread
 from rongmei.settings import ScreenGroup, Settings, WeChatSettings, Zone
 from rongmei.store import Delivery, Item, Store, Version
-from rongmei.terminals import enroll_terminal
+from rongmei.terminals import enroll_terminal, replace_grants
 from standins.wechat import StandIn, start_standin
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -122,6 +122,13 @@ def world(reach_settings: Settings, standin: StandIn, tmp_path: Path) -> World:
     today = datetime.now(SHANGHAI).date()
     yesterday, since = today - timedelta(days=1), today - timedelta(days=3)
     versions = {item_id: add_item(store, item_id) for item_id in (HARVEST, NOTICE, OTHER)}
+    # Plays count only for what the terminals were given: the grants a loudspeaker/screen delivery records.
+    with store.session() as session:
+        for item_id, audiences in {HARVEST: ("zone:150100001001", "zone:150100001002", "group:hall"),
+                                   NOTICE: ("zone:150100002", "group:square")}.items():
+            replace_grants(session, item_id=item_id, version_id=versions[item_id], channel="loudspeakers",
+                           playables=[Playable(audience, SHA) for audience in audiences],
+                           now=local(today - timedelta(days=30), 0), until=None)
 
     # WeChat: HARVEST and OTHER published for real; only HARVEST is a rongmei delivery.
     for item_id in (HARVEST, OTHER):
@@ -190,7 +197,7 @@ def world(reach_settings: Settings, standin: StandIn, tmp_path: Path) -> World:
             # A backlog flushed twice counts once.
             again = http.post(f"{base}/api/plays", json={"plays": batches["scr-hall"]},
                               headers={"Authorization": f"Bearer {tokens['scr-hall']}"})
-            assert again.json() == {"accepted": 0, "duplicates": 3, "batch_id": ""}
+            assert again.json() == {"accepted": 0, "duplicates": 3, "batch_id": "", "refused": []}
     finally:
         server.stop()  # flushes the access log
     return World(settings, store, standin, today, since)

@@ -11,7 +11,7 @@ import pytest
 import requests
 from moto.server import ThreadedMotoServer
 
-from rongmei.distribution import CACHE_IMMUTABLE, CACHE_SHORT, target_from_settings
+from rongmei.distribution import CACHE_MEDIA, CACHE_SHORT, target_from_settings
 from rongmei.errors import PublishError
 from rongmei.s3 import S3Target, upload_order
 from rongmei.settings import Settings
@@ -58,7 +58,7 @@ def test_objects_carry_content_type_and_cache_headers(endpoint, bucket, tmp_path
     target.write_text("articles/a1/index.html", "<!doctype html><title>文章</title>")
 
     media = head(endpoint, bucket, f"county/{media_key}")
-    assert media["ContentType"] == "audio/mpeg" and media["CacheControl"] == CACHE_IMMUTABLE
+    assert media["ContentType"] == "audio/mpeg" and media["CacheControl"] == CACHE_MEDIA
     manifest = head(endpoint, bucket, "county/screens/hall/manifest.json")
     assert manifest["ContentType"] == "application/json; charset=utf-8" and manifest["CacheControl"] == CACHE_SHORT
     page = head(endpoint, bucket, "county/articles/a1/index.html")
@@ -161,7 +161,7 @@ def test_channels_publish_and_retract_through_the_s3_target(endpoint, bucket, tm
     media_key = f"media/{audio['sha256']}.mp3"
     media = s3.head_object(Bucket=bucket, Key=media_key)
     assert entries and all(e["media"]["sha256"] == audio["sha256"] for e in entries)
-    assert media["CacheControl"] == CACHE_IMMUTABLE
+    assert media["CacheControl"] == CACHE_MEDIA
     assert media["ContentType"] == "audio/mpeg"
 
     LoudspeakerPublisher(settings).retract("s3-news", Receipt(**speakers.__dict__), "撤稿测试")

@@ -1,10 +1,14 @@
 """Public screens: manifest shape, files-before-schedule, tickers, retraction and expiry; terminal simulator
-against a real HTTP server for both channels (ETag/304, sha256 verification, proof of play)."""
+against a real HTTP server for both channels (ETag/304, sha256 verification, proof of play).
+
+Plays count only for what a terminal was given, so where a test publishes without the delivery layer it
+records the receipt's grants itself (`granted`), as rongmei.publishing does in the delivery's transaction."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ from test_loudspeakers_support import (
     running_site,
 )
 
-from publishers.base import Receipt
+from publishers.base import Receipt, Release
 from publishers.loudspeakers import LoudspeakerPublisher
 from publishers.screens import PLAYER_ASSET, ScreenPublisher
 from rongmei.errors import PublishError
@@ -38,7 +42,7 @@ from rongmei.terminal_sim import (
     poll_zone,
     report_plays,
 )
-from rongmei.terminals import enroll_terminal
+from rongmei.terminals import enroll_terminal, replace_grants
 
 
 @pytest.fixture
@@ -65,6 +69,13 @@ def sc_settings(settings: Settings, site: Site) -> Settings:
 @pytest.fixture
 def publisher(sc_settings: Settings, clock: Clock) -> ScreenPublisher:
     return ScreenPublisher(sc_settings, now=clock)
+
+
+def granted(store: Store, channel: str, release: Release, receipt: Receipt, now: datetime) -> Receipt:
+    with store.session() as session:
+        replace_grants(session, item_id=release.item_id, version_id=release.version_id, channel=channel,
+                       playables=receipt.playables, now=now, until=release.meta.expires)
+    return receipt
 
 
 def manifest(settings: Settings, group: str) -> dict[str, Any]:
@@ -144,7 +155,8 @@ def test_unknown_group_and_missing_card_fail_clearly(publisher, blobs) -> None:
 
 # Terminal simulator over HTTP ---------------------------------------------------------------------------------
 def test_screen_terminal_polls_verifies_plays_and_reports(sc_settings, publisher, blobs, site, clock) -> None:
-    publisher.publish(make_release(blobs, "a", {"screen_card": card_rendition(blobs, "A")}, screens=["hall"]))
+    release = make_release(blobs, "a", {"screen_card": card_rendition(blobs, "A")}, screens=["hall"])
+    granted(site.store, "screens", release, publisher.publish(release), clock())
     terminal = TerminalState(token=enroll_terminal(site.store, "hall-01", group="hall"))
     first = poll_group(site.url, "hall", terminal)
     assert (first.status, first.downloaded, first.failed) == (200, 1, [])
@@ -170,9 +182,10 @@ def test_screen_terminal_polls_verifies_plays_and_reports(sc_settings, publisher
 
 
 def test_loudspeaker_terminal_keeps_plays_while_the_server_is_down(sc_settings, blobs, site, clock) -> None:
-    LoudspeakerPublisher(sc_settings, now=clock).publish(
-        make_release(blobs, "alert", {"loudspeaker_audio": audio_rendition(blobs)}, zones=[BAYAN],
-                     priority="emergency"))
+    release = make_release(blobs, "alert", {"loudspeaker_audio": audio_rendition(blobs)}, zones=[BAYAN],
+                           priority="emergency")
+    granted(site.store, "loudspeakers", release, LoudspeakerPublisher(sc_settings, now=clock).publish(release),
+            clock())
     terminal = TerminalState(token=enroll_terminal(site.store, "hongqi-01", zone=HONGQI))
     assert poll_zone(site.url, HONGQI, terminal).downloaded == 1
     assert play_due(terminal, clock())["id"] == "alert"
@@ -196,9 +209,10 @@ def terminal_play(site: Site) -> dict[str, Any]:
 def test_terminal_sim_command_polls_airs_and_reports_once(sc_settings, blobs, site) -> None:
     from rongmei.terminal_sim import main
 
-    LoudspeakerPublisher(sc_settings).publish(
-        make_release(blobs, "now", {"loudspeaker_audio": audio_rendition(blobs)}, zones=[HONGQI],
-                     priority="emergency"))
+    release = make_release(blobs, "now", {"loudspeaker_audio": audio_rendition(blobs)}, zones=[HONGQI],
+                           priority="emergency")
+    granted(site.store, "loudspeakers", release, LoudspeakerPublisher(sc_settings).publish(release),
+            datetime.now(UTC))
     token = enroll_terminal(site.store, "hongqi-02", zone=HONGQI)
     assert main(["--zone", HONGQI, "--base-url", site.url, "--token", token, "--once"]) == 0
     assert [(p.terminal_id, p.item_id) for p in site.plays()] == [("hongqi-02", "now")]

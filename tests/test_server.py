@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from rongmei.distribution import CACHE_IMMUTABLE, DirectoryTarget
+from rongmei.distribution import CACHE_MEDIA, DirectoryTarget
 from rongmei.server import RunningServer, is_page_view, serve_in_thread
 from rongmei.settings import Settings
 
@@ -117,7 +117,7 @@ def test_media_ranges(server):
     url = f"{server.url}/{MEDIA_KEY}"
     full = requests.get(url)
     assert full.content == MEDIA
-    assert full.headers["cache-control"] == CACHE_IMMUTABLE
+    assert full.headers["cache-control"] == CACHE_MEDIA == "public, max-age=3600"
     assert full.headers["accept-ranges"] == "bytes"
 
     part = requests.get(url, headers={"Range": "bytes=1000-1999"})

@@ -1,7 +1,10 @@
 """Publish (一键分发): deliver one approved version to each of its channels, in parallel.
 
 One delivery per (version, channel, action): a re-run publishes nothing twice, a failing channel never
-blocks the others, and transient failures retry with backoff.
+blocks the others, and transient failures retry with backoff. Anyone with the Prefect UI login can start
+this deployment with any version id, so the run first passes the delivery gate (rongmei.gate): a version
+that is not signed off in every stage, or was retracted, superseded, returned or rejected, fails the run
+with the reason, recorded in the ledger, and reaches no channel (each delivery checks the gate again).
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
 from rongmei.errors import PublishError
+from rongmei.gate import current_caller
 from rongmei.publishing import (
     DeliveryResult,
+    check_release,
     deliver,
     delivery_plan,
     embargoed_until,
@@ -47,6 +52,7 @@ def deliver_to(version_id: int, channel: str, action: str) -> DeliveryResult:
 def publish(version_id: int) -> list[dict]:
     settings = load_settings()
     store = Store.from_settings(settings)
+    check_release(store, settings, version_id, current_caller("system:publish"))
     if (held := embargoed_until(store, version_id)) is not None and not wait_for_embargo(held):
         get_run_logger().warning("稿件定于 %s 发布，现在不发布；已重新排定", held.isoformat())
         requeue(version_id, held)

@@ -7,6 +7,7 @@ which stage the version is at, and each form answer is applied once (keyed by it
 
 from __future__ import annotations
 
+import logging
 from typing import Literal
 
 from prefect import flow, get_run_logger, task
@@ -20,6 +21,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import StateType
 from prefect.context import get_run_context
+from prefect.exceptions import MissingContextError
 from prefect.flow_runs import suspend_flow_run
 from prefect.input import RunInput
 from prefect.states import Cancelled
@@ -106,13 +108,36 @@ def review(version_id: int) -> str:
     return "approved"
 
 
+RESUME_SLACK_SECONDS = 10.0  # between the server storing a form answer and recording the resume it came with
+
+
 def submitted_at(pause_key: str) -> float | None:
-    """When the reviewer pressed Submit (recorded by the Prefect server): a code is checked against that
-    moment, not against when a busy worker got round to the run, so a valid code never expires in a queue."""
+    """When the reviewer pressed Submit, as the Prefect server recorded it: a code is checked against that
+    moment, not against when a busy worker got round to the run, so a valid code never expires in a queue.
+
+    Only the exact response key of this pause counts (anyone with the UI login can create run inputs with
+    other keys), and only if it was stored after the run paused here and together with the resume: an answer
+    planted early and resumed later is checked against the moment of the resume, so a code cannot be banked.
+    """
     run = get_run_context().flow_run
+    exact = f"suspended-{pause_key}-response"
     with get_client(sync_client=True) as client:
-        found = client.filter_flow_run_input(run.id, f"suspended-{pause_key}-response", limit=1, exclude_keys=set())
-    return found[0].created.timestamp() if found and found[0].created else None
+        found = [i for i in client.filter_flow_run_input(run.id, exact, limit=50, exclude_keys=set()) if i.key == exact]
+        states = client.read_flow_run_states(run.id)
+    paused = [st.timestamp for st in states
+              if st.type == StateType.PAUSED and st.state_details.pause_key == pause_key]
+    if not found or not found[0].created or not paused:
+        return None
+    created, paused_at = found[0].created, max(paused)
+    resumed = [st.timestamp for st in states if st.timestamp > paused_at]
+    resumed_at = min(resumed) if resumed else None
+    if resumed_at is None:
+        return None
+    if created < paused_at or abs((resumed_at - created).total_seconds()) > RESUME_SLACK_SECONDS:
+        get_run_logger().warning("签字单答复的保存时间（%s）与恢复运行的时间（%s）不符：按恢复时间核对验证码",
+                                 created.isoformat(), resumed_at.isoformat())
+        return resumed_at.timestamp()
+    return created.timestamp()
 
 
 def start_publication(version_id: int, settings: Settings) -> None:
@@ -137,7 +162,15 @@ def start_publication(version_id: int, settings: Settings) -> None:
         flow_run_name=f"定时发布 · {title}（v{number}）", tags=[f"item:{item_id}", "embargo"],
         idempotency_key=f"embargo-{version_id}", as_subflow=False,
     )
-    get_run_logger().info("终审已通过，将于 %s 定时发布", held.isoformat())
+    run_logger().info("终审已通过，将于 %s 定时发布", held.isoformat())
+
+
+def run_logger() -> logging.Logger | logging.LoggerAdapter:
+    """The flow run's logger, or this module's outside a run (scripts, the CLI, tests)."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger(__name__)
 
 
 def request_review(version_id: int, settings: Settings) -> None:

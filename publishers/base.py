@@ -118,5 +118,14 @@ class Publisher(ABC):
     def retract(self, item_id: str, previous: Receipt, reason: str) -> Receipt:
         raise PublishError(f"channel {self.name!r} cannot retract published items", retryable=False)
 
+    def reconcile(self, item_id: str, attempt: Receipt) -> Receipt | None:
+        """Find out what became of a delivery left `unconfirmed` (its answer was lost), without sending it again.
+
+        Return the receipt of what is out there (state succeeded, or draft_ready for a draft), None when nothing
+        went out, or raise PublishError when the channel cannot tell yet. Retraction calls this before undoing
+        such a delivery. Channels whose calls are never left unconfirmed need not implement it."""
+        raise PublishError(f"channel {self.name!r} cannot check an unconfirmed delivery; check it by hand",
+                           retryable=False)
+
     def refresh(self, now: datetime) -> None:  # noqa: B027 - optional hook, most channels need nothing
         """Re-apply time rules (expiry) to what the channel shows; called on a schedule. Default: nothing."""

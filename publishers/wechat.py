@@ -622,6 +622,33 @@ class WeChatPublisher(Publisher):
                               state="unconfirmed", details=earlier) from exc
         return None
 
+    def reconcile(self, item_id: str, attempt: Receipt) -> Receipt | None:
+        """What became of an unconfirmed delivery, never submitting anything: the published article, the
+        draft still in the draft box (draft_ready: it can be deleted), None, or an error while WeChat works."""
+        details = dict(attempt.details or {})
+        media_id = str(details.get("media_id", ""))
+        if details.get("publish_id"):
+            status = self.client.publish_status(details["publish_id"])
+            code = int(status.get("publish_status", 1))
+            if code == 0:
+                items = (status.get("article_detail") or {}).get("item") or [{}]
+                article_id, url = str(status.get("article_id", "")), str(items[0].get("article_url", ""))
+                return Receipt(state="succeeded", remote_id=article_id, url=url, message="已在公众号发表（已核对）",
+                               details={**details, "article_id": article_id, "article_url": url})
+            if code == 1:
+                raise WeChatError("文章已提交，微信仍在处理中，暂时无法删除；请稍后再撤稿一次",
+                                  state="unconfirmed", retryable=True, details=details)
+            found = None  # 2/3/4/5/6: not (or no longer) published
+        elif media_id and details.get("submit_sent"):
+            found = self._reconcile(details)
+        else:
+            found = None
+        if found is not None:
+            return found
+        if media_id:  # nothing published, but the draft may still be there for someone to publish by hand
+            return Receipt(state="draft_ready", remote_id=media_id, message="草稿仍在草稿箱", details=details)
+        return None
+
     # Retract -----------------------------------------------------------------------------------
     @classmethod
     def precheck(cls, meta: ItemMeta, body: str, files: Mapping[str, Path]) -> list[CheckResult]:

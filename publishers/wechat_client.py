@@ -46,11 +46,9 @@ class WeChatError(PublishError):
 
     def __init__(self, message: str, *, code: int = 0, errmsg: str = "", retryable: bool = False,
                  state: str = "failed", details: dict[str, Any] | None = None) -> None:
-        super().__init__(message, retryable=retryable)
+        super().__init__(message, retryable=retryable, state=state, details=details)
         self.code = code
         self.errmsg = errmsg
-        self.state = state
-        self.details: dict[str, Any] = dict(details or {})
 
 
 class WeChatTokenError(WeChatError):
@@ -234,10 +232,10 @@ class WeChatClient:
 
     def __init__(self, config: WeChatSettings, data_dir: Path, *, timeout: float = 20.0,
                  connect_timeout: float = 5.0, session: requests.Session | None = None) -> None:
-        self.secret = config.secret()
+        self.secret = config.secret(Path(data_dir) / "secrets")
         if not config.app_id or not self.secret:
-            raise ConfigError("WeChat needs wechat.app_id and wechat.app_secret or wechat.app_secret_block "
-                              "(or run the local stand-in)")
+            raise ConfigError("WeChat needs wechat.app_id and the AppSecret: `rongmei wechat set-secret`, or "
+                              "RONGMEI_WECHAT__APP_SECRET in the environment (or run the local stand-in)")
         self.config = config
         self.app_id = config.app_id
         self.base_url = config.base_url.rstrip("/")

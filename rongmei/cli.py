@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import time
@@ -23,6 +24,8 @@ app.add_typer(reviewers_app, name="reviewers")
 terminals_app = typer.Typer(help="Screens and loudspeaker terminals that poll us and report plays.",
                             no_args_is_help=True)
 app.add_typer(terminals_app, name="terminals")
+wechat_app = typer.Typer(help="The WeChat Official Account channel.", no_args_is_help=True)
+app.add_typer(wechat_app, name="wechat")
 
 
 def _store(settings: Settings | None = None) -> tuple[Settings, Store]:
@@ -59,14 +62,25 @@ def status(
 
 @audit_app.command("verify")
 def audit_verify() -> None:
-    """Walk the hash chain; exit 1 and name the first bad entry if anything was edited, removed or reordered."""
+    """Walk the keyed hash chain and hold it against its checkpoints (file, S3); exit 1 and name the first bad
+    entry if anything was edited, removed, reordered or rewritten."""
     _, store = _store()
     with store.session() as session:
         verdict = ledger.verify(session)
     if verdict.ok:
-        typer.echo(f"ledger OK: {verdict.entries} entries, chain intact")
+        message = (f"ledger OK: {verdict.entries} entries, chain intact, anchored at #{verdict.anchored_seq} "
+                   f"(checkpoint {verdict.anchored_at})")
+        if store.ledger.s3_bucket:
+            s3 = verdict.s3_seq
+            message += f", S3 checkpoint at #{s3}" if s3 is not None else ", no S3 checkpoint yet"
+        if verdict.anchored_seq is not None and verdict.entries > verdict.anchored_seq:
+            message += (f"; #{verdict.anchored_seq + 1}–#{verdict.entries} chain correctly and are anchored by the "
+                        "next append")
+        typer.echo(message)
         return
-    typer.echo(f"LEDGER TAMPERED: {verdict.reason} (first bad entry: #{verdict.first_bad_seq})", err=True)
+    where = f" (first bad entry: #{verdict.first_bad_seq})" if verdict.first_bad_seq is not None else ""
+    typer.echo(f"{'LEDGER NOT VERIFIED' if verdict.inconclusive else 'LEDGER TAMPERED'}: {verdict.reason}{where}",
+               err=True)
     raise typer.Exit(1)
 
 
@@ -78,21 +92,16 @@ def reviewers_add(
     qr: Annotated[bool, typer.Option(help="Also print the QR code in the terminal.")] = True,
 ) -> None:
     """Enrol a reviewer and print the TOTP secret and otpauth URI once."""
-    from rongmei.reviewers import enroll, qr_ascii
+    from rongmei.reviewers import enroll
 
     settings, store = _store()
-    enrolment = enroll(store, settings, reviewer_id, name, role)
+    enrolment = enroll(store, settings, reviewer_id, name, role, actor=_cli_actor())
     if enrolment is None:
-        typer.echo(f"{reviewer_id} already enrolled; roles updated. The secret is not shown again.")
+        typer.echo(f"{reviewer_id} already enrolled; roles updated. The secret is not shown again "
+                   f"(`rongmei reviewers rotate {reviewer_id}` issues a new one).")
         return
     typer.echo(f"Enrolled {reviewer_id} ({name}) as {', '.join(role)}.")
-    typer.echo("Add this to the reviewer's authenticator app (shown only now):")
-    typer.echo(f"  secret: {enrolment.secret}")
-    typer.echo(f"  URI:    {enrolment.uri}")
-    if enrolment.qr_png:
-        typer.echo(f"  QR image: {enrolment.qr_png} (delete it once scanned)")
-    if qr:
-        typer.echo(qr_ascii(enrolment.uri))
+    _print_secret(enrolment, qr)
 
 
 @reviewers_app.command("list")
@@ -109,28 +118,124 @@ def reviewers_list() -> None:
         typer.echo(f"{r.id:<16} {r.name:<10} {roles}{'' if r.active else '（已停用）'}")
 
 
+def _cli_actor() -> str:
+    import getpass
+
+    return f"cli:{getpass.getuser()}"
+
+
+def _print_secret(enrolment, qr: bool) -> None:  # type: ignore[no-untyped-def]
+    from rongmei.reviewers import qr_ascii
+
+    typer.echo("Add this to the reviewer's authenticator app (shown only now):")
+    typer.echo(f"  secret: {enrolment.secret}")
+    typer.echo(f"  URI:    {enrolment.uri}")
+    if enrolment.qr_png:
+        typer.echo(f"  QR image: {enrolment.qr_png} (delete it once scanned)")
+    if qr:
+        typer.echo(qr_ascii(enrolment.uri))
+
+
+@reviewers_app.command("deactivate")
+def reviewers_deactivate(reviewer_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Stop a reviewer: their codes no longer count, and versions they signed no longer go out unsigned again."""
+    from rongmei.reviewers import set_active
+
+    _, store = _store()
+    reviewer = set_active(store, reviewer_id, False, actor=_cli_actor())
+    typer.echo(f"{reviewer.id}（{reviewer.name}）已停用：其验证码立即失效，已签但尚未发出的稿件需重新签字。")
+
+
+@reviewers_app.command("activate")
+def reviewers_activate(reviewer_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
+    """Let a deactivated (or locked) reviewer sign again."""
+    from rongmei.reviewers import set_active
+
+    _, store = _store()
+    reviewer = set_active(store, reviewer_id, True, actor=_cli_actor())
+    typer.echo(f"{reviewer.id}（{reviewer.name}）已启用（如曾被锁定，已解锁）。")
+
+
+@reviewers_app.command("rotate")
+def reviewers_rotate(
+    reviewer_id: Annotated[str, typer.Argument(metavar="ID")],
+    qr: Annotated[bool, typer.Option(help="Also print the QR code in the terminal.")] = True,
+) -> None:
+    """Give a reviewer a new secret (lost or exposed phone); codes of the old one stop working at once."""
+    from rongmei.reviewers import rotate
+
+    settings, store = _store()
+    enrolment = rotate(store, settings, reviewer_id, actor=_cli_actor())
+    typer.echo(f"New secret for {reviewer_id}; every code of the old one is invalid from now on.")
+    _print_secret(enrolment, qr)
+
+
 @reviewers_app.command("demo-code")
 def reviewers_demo_code(reviewer_id: Annotated[str, typer.Argument(metavar="ID")]) -> None:
-    """Print the current code of a DEMO reviewer (enrolled by `rongmei up`); real reviewers are refused."""
+    """Print the current code of a DEMO reviewer; only in demo mode (`rongmei up --demo`), never a real one's."""
+    from rongmei.errors import StoreError
     from rongmei.reviewers import current_code
 
     settings, _ = _store()
-    typer.echo(current_code(settings, reviewer_id))
+    try:
+        typer.echo(current_code(settings, reviewer_id))
+    except StoreError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+
+
+@app.command("ui-login")
+def ui_login() -> None:
+    """Print the Prefect UI/API login (what the UI's login page asks for) and where it is kept."""
+    from rongmei.up import api_auth
+
+    settings = load_settings()
+    auth, where = api_auth(settings)
+    typer.echo(f"Prefect UI login: {auth}\n(kept in {where}; anyone holding it can start deployments and answer "
+               "sign-off forms, but signing needs a reviewer's own code)")
+
+
+@wechat_app.command("set-secret")
+def wechat_set_secret() -> None:
+    """Store the Official Account's AppSecret in the secrets dir (0600), typed in hidden."""
+    from rongmei.settings import write_wechat_secret
+
+    settings = load_settings()
+    value = typer.prompt("AppSecret", hide_input=True).strip()
+    path = write_wechat_secret(settings, value)
+    typer.echo(f"AppSecret saved to {path} (readable by this user only). It is never printed.")
 
 
 @app.command()
 def retract(
     item: Annotated[str, typer.Argument(help="Item id.")],
     reason: Annotated[str, typer.Option(help="Why it is withdrawn (recorded in the ledger).")],
+    reviewer: Annotated[str, typer.Option(help="Id of the desk head or chief editor who orders it.")],
+    code: Annotated[str | None, typer.Option(help="Their 6-digit code; asked for (hidden) when omitted.")] = None,
 ) -> None:
-    """Withdraw an item from every channel that received it."""
+    """Withdraw an item from every channel that received it (needs a desk head's or chief editor's code)."""
     import getpass
 
-    from rongmei.retraction import retract_item_everywhere
+    from rongmei.errors import SignOffRefused
+    from rongmei.orchestration import cancel_item_runs, use_local_prefect
+    from rongmei.retraction import authorise_retraction, retract_item_everywhere
     from rongmei.status import DELIVERY_ZH
 
     settings, store = _store()
-    results = retract_item_everywhere(store, settings, item, reason, f"cli:{getpass.getuser()}")
+    via = f"cli:{getpass.getuser()}"
+    if code is None:
+        code = typer.prompt(f"{reviewer} 的动态验证码", hide_input=True)
+    try:
+        actor = authorise_retraction(store, settings, item, reason, reviewer, code, via=via)
+    except SignOffRefused as refusal:
+        typer.echo(f"撤稿未执行：{refusal}（已记入审计记录）", err=True)
+        raise typer.Exit(1) from refusal
+    prefect = use_local_prefect(settings)
+    if prefect is None:
+        typer.echo("注意：Prefect 服务器没有响应，未能取消该稿件的定时发布和待审运行；"
+                   "它们届时会被签发核验拒绝，不会发出。", err=True)
+    results = retract_item_everywhere(store, settings, item, reason, actor, via=via,
+                                      cancel_runs=cancel_item_runs if prefect else None)
     if not results:
         typer.echo(f"{item} 尚未在任何渠道发布；已记录撤稿。")
     for r in results:
@@ -200,16 +305,24 @@ def ingest() -> None:
 def up(
     prefect_port: Annotated[int | None, typer.Option(help="Prefect server/UI port.")] = None,
     no_samples: Annotated[bool, typer.Option("--no-samples", help="Do not copy the sample items.")] = False,
+    demo: Annotated[bool, typer.Option("--demo", help="Demo mode: demo reviewers whose codes `rongmei reviewers "
+                                                      "demo-code` prints. Never on a real installation.")] = False,
 ) -> None:
     """Start everything on embedded defaults and print the URLs. Ctrl-C stops cleanly."""
     from rongmei import up as stack_mod
+    from rongmei.privacy import make_private
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if demo:
+        os.environ["RONGMEI_DEMO"] = "true"  # the worker's flow runs read it from the environment too
     settings = load_settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    make_private(settings)
     for folder in (settings.inbox, settings.archive, settings.rejected, settings.returned):
         folder.mkdir(parents=True, exist_ok=True)
     store = Store.from_settings(settings)
+    from rongmei.reviewers import sync_demo_flags
+
+    sync_demo_flags(store, settings)
     stack = stack_mod.Stack(settings)
     stopping = False
 
@@ -229,9 +342,10 @@ def up(
         typer.echo("registering deployments from prefect.yaml …")
         stack_mod.deploy(settings, api_url)
         stack_mod.start_worker(stack, settings, api_url)
-        demo = stack_mod.enroll_demo_reviewers(settings, store)
+        demo_ids = stack_mod.enroll_demo_reviewers(settings, store)
         seeded = 0 if no_samples else stack_mod.seed_samples(settings)
         ui = api_url.removesuffix("/api")
+        auth, auth_where = stack_mod.api_auth(settings)
         typer.echo(
             "\n".join(
                 [
@@ -243,18 +357,25 @@ def up(
                     f"  Data dir:                         {settings.data_dir.resolve()}",
                     f"  Logs:                             {(settings.data_dir / 'logs').resolve()}",
                     f"  Prefect's database:               {stack.prefect_db}",
+                    f"  Prefect UI login:                 {auth}",
+                    f"    (kept in {auth_where}; `rongmei ui-login` prints it again)",
                     f"  Sample items copied:              {seeded}",
                     "Press Ctrl-C to stop.",
                 ]
             )
         )
-        if demo:
+        if demo_ids:
             typer.echo(
-                "Demo reviewers enrolled: " + ", ".join(demo) + ". In the Prefect UI open a run named "
-                "'审核 · …', press Resume and sign with reviewer id and the code from\n"
+                "DEMO MODE (not for a real installation): demo reviewers " + ", ".join(demo_ids) + ". In the "
+                "Prefect UI open a run named '审核 · …', press Resume and sign with reviewer id and the code from\n"
                 "  rongmei reviewers demo-code demo-editor   (then demo-desk, demo-chief)\n"
-                "Enrol real reviewers with: rongmei reviewers add ID --name NAME --role editor"
+                "Turn demo mode off (demo = false, no --demo) before real use; demo sign-offs are refused then."
             )
+        else:
+            if left := stack_mod.demo_reviewers_left(store):
+                typer.echo(f"Demo mode is off: the demo reviewers {', '.join(left)} are refused. Deactivate them "
+                           f"with `rongmei reviewers deactivate ID`.")
+            typer.echo("Enrol reviewers with: rongmei reviewers add ID --name NAME --role editor|desk_head|chief_editor")
         while True:
             for name, proc in stack.processes.items():
                 if proc.poll() is not None:

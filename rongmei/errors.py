@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RongmeiError(Exception):
     """Base class of every error rongmei raises on purpose."""
@@ -28,8 +30,18 @@ class SignOffRefused(RongmeiError):
 
 
 class PublishError(RongmeiError):
-    """Raised by a publisher. `retryable` says whether trying again can help."""
+    """Raised by a publisher. `retryable` says whether trying again can help; `state` overrides the delivery
+    state it leaves (e.g. "unconfirmed" when an irreversible call may have happened) and `details` are kept on
+    the delivery record for the next attempt (e.g. the draft's media_id)."""
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, state: str | None = None,
+                 details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.state = state
+        self.details = dict(details or {})
+
+
+class DeliveryRefused(RongmeiError):
+    """Raised when the delivery gate refuses a version: it is not signed off in every stage, or was retracted,
+    superseded, returned or rejected (rongmei.gate). Nothing reached any channel."""

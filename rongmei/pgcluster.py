@@ -2,13 +2,18 @@
 
 `rongmei up` gives it to the Prefect server. On Prefect's default SQLite file the server answers some state
 changes with 503 "database is locked" while it records other runs; its client retries ~2 s later and the UI
-may show the reviewer an error. Our own cluster on a unix socket (no TCP port, trust only for local users)
-removes that without asking the technician to set up a database. The tests use the same class for theirs.
+may show the reviewer an error. Our own cluster on a unix socket removes that without asking the technician
+to set up a database. The tests use the same class for theirs.
+
+It holds every run, sign-off form and answer of the center, so it accepts only the service's own OS user: no
+TCP port, a socket directory and socket only its owner may use, and `peer` authentication mapped to the user
+that started it (and `postgres`, which runs it when that user is root).
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -59,12 +64,15 @@ class PrivateCluster:
                 shutil.chown(path, "postgres")
             if self._run("test", "-w", str(self.root)).returncode != 0:
                 raise ConfigError(f"the postgres user cannot write {self.root} (a parent directory is closed to it)")
+        os.chmod(self.socket_dir, 0o700)
         if not (self.data / "PG_VERSION").exists():
-            self._check(pg_binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
+            self._check(pg_binary("initdb"), "-D", str(self.data), "-A", "peer", "-U", "postgres", "-E", "UTF8",
                         "--locale=C.UTF-8")
+        self._write_access_rules()
         if self.running():  # `rongmei up` restarting its Prefect server, or a second start
+            self._run(pg_binary("pg_ctl"), "-D", str(self.data), "reload")  # rules of an older release
             return self.url()
-        options = f"-k {self.socket_dir} -p {SOCKET_PORT} -c listen_addresses=''"
+        options = f"-k {self.socket_dir} -p {SOCKET_PORT} -c listen_addresses='' -c unix_socket_permissions=0700"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off"
         self._check(pg_binary("pg_ctl"), "-D", str(self.data), "-w", "-t", "60", "-l", str(self.root / "server.log"),
@@ -72,6 +80,23 @@ class PrivateCluster:
         if self.database != "postgres":
             self._create_database()
         return self.url()
+
+    def _write_access_rules(self) -> None:
+        """Only the service user (and postgres) may connect, over the socket, as the `postgres` role."""
+        service = pwd.getpwuid(os.geteuid()).pw_name
+        users = sorted({service, "postgres"})
+        rules = {
+            "pg_hba.conf": "# rongmei: unix socket only, peer authentication, mapped users only\n"
+                           "local all all peer map=rongmei\n",
+            "pg_ident.conf": "# rongmei: OS users that may connect as the postgres role\n"
+                             + "".join(f"rongmei {user} postgres\n" for user in users),
+        }
+        for name, text in rules.items():
+            path = self.data / name
+            path.write_text(text, encoding="utf-8")
+            os.chmod(path, 0o600)
+            if self._as_postgres:
+                shutil.chown(path, "postgres")
 
     def running(self) -> bool:
         return self._run(pg_binary("pg_ctl"), "-D", str(self.data), "status").returncode == 0

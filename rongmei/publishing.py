@@ -17,9 +17,10 @@ from sqlalchemy.exc import IntegrityError
 
 from publishers import Registry, load_publishers
 from publishers.base import Publisher, Receipt, Release
-from rongmei import ledger
+from rongmei import ledger, terminals
 from rongmei.checks import channels_of
-from rongmei.errors import PublishError
+from rongmei.errors import DeliveryRefused, PublishError, StoreError
+from rongmei.gate import GATED_ACTIONS, Caller, current_caller, record_refusal, refusal_reason
 from rongmei.model import ItemMeta, ItemState, Priority
 from rongmei.settings import Settings
 from rongmei.store import Delivery, Item, SignOff, Store, Version
@@ -136,12 +137,36 @@ def _claim(store: Store, version_id: int, item_id: str, channel: str, action: st
     raise PublishError(f"could not claim delivery {channel}/{action} for version {version_id}", retryable=True)
 
 
+def check_release(store: Store, settings: Settings, version_id: int, caller: Caller) -> None:
+    """Raise DeliveryRefused (recorded in the ledger) unless the version may go out now (see rongmei.gate)."""
+    with store.session() as session:
+        version = store.version(session, version_id)
+        reason = refusal_reason(session, settings, version)
+        if reason is not None:
+            record_refusal(session, version, caller, reason)
+    if reason is not None:
+        raise DeliveryRefused(f"拒绝发布：{reason}。已记入审计记录。")
+
+
 def deliver(store: Store, settings: Settings, version_id: int, channel: str, action: str = "publish", *,
-            reason: str = "", actor: str = "system:publish", registry: Registry | None = None) -> DeliveryResult:
-    """Perform one delivery at most once successfully. Never raises for a channel's failure."""
+            reason: str = "", actor: str = "system:publish", registry: Registry | None = None,
+            caller: Caller | None = None) -> DeliveryResult:
+    """Perform one delivery at most once successfully. Never raises for a channel's failure.
+
+    Every channel call passes through here, so the delivery gate (rongmei.gate) is checked here: a version
+    that is not signed off in every stage, or was retracted, superseded, returned or rejected, reaches no
+    channel, whoever asked; the refusal is recorded in the ledger with the flow run that asked.
+    """
+    caller = caller or current_caller(actor)
     with store.session() as session:
         version = store.version(session, version_id)
         item_id, number, signed_hash = version.item_id, version.number, version.signed_hash
+        expires = ItemMeta.model_validate(version.meta).expires
+        refusal = refusal_reason(session, settings, version) if action in GATED_ACTIONS else None
+        if refusal is not None:
+            record_refusal(session, version, caller, refusal, channel=channel, action=action)
+    if refusal is not None:
+        return DeliveryResult(channel, action, "refused", refusal)
     delivery, unconfirmed = _claim(store, version_id, item_id, channel, action)
     if delivery.state in DONE_STATES:
         return DeliveryResult(channel, action, delivery.state, delivery.message, delivery.url, delivery.attempts,
@@ -155,13 +180,12 @@ def deliver(store: Store, settings: Settings, version_id: int, channel: str, act
         publisher = publisher_cls(settings)
         receipt = _call(store, publisher, version_id, item_id, number, channel, action, reason, unconfirmed)
     except PublishError as exc:
-        state = getattr(exc, "state", None) or ("retrying" if exc.retryable else "failed")
-        details = dict(getattr(exc, "details", None) or {})
+        state = exc.state or ("retrying" if exc.retryable else "failed")
         with store.session() as session:
             row = session.get(Delivery, delivery.id)
             row.state, row.message = state, str(exc)
-            if details:
-                row.details = {**(row.details or {}), **details}
+            if exc.details:
+                row.details = {**(row.details or {}), **exc.details}
             ledger.record(session, "delivery_failed", actor=actor, item_id=item_id, version=number,
                           content_hash=signed_hash,
                           details={"channel": channel, "action": action, "state": state, "error": str(exc),
@@ -169,25 +193,45 @@ def deliver(store: Store, settings: Settings, version_id: int, channel: str, act
             attempts = row.attempts
         return DeliveryResult(channel, action, state, str(exc), attempts=attempts,
                               retryable=exc.retryable or state == "unconfirmed")
+    now = datetime.now(UTC)
     with store.session() as session:
         row = session.get(Delivery, delivery.id)
         row.state = receipt.state or "succeeded"
         row.remote_id, row.url, row.message = receipt.remote_id, receipt.url, receipt.message
         row.details = {**(row.details or {}), **receipt.details}
+        if action == "retract":
+            terminals.end_grants(session, item_id=item_id, channel=channel, now=now)
+        elif row.state in DONE_STATES:
+            terminals.replace_grants(session, item_id=item_id, version_id=version_id, channel=channel,
+                                     playables=receipt.playables, now=now, until=expires)
         ledger.record(session, ACTION_LEDGER[action], actor=actor, item_id=item_id, version=number,
                       content_hash=signed_hash,
                       details={"channel": channel, "state": row.state, "url": receipt.url,
                                "remote_id": receipt.remote_id, **({"reason": reason} if reason else {})})
-        return DeliveryResult(channel, action, row.state, row.message, row.url, row.attempts)
+        result = DeliveryResult(channel, action, row.state, row.message, row.url, row.attempts)
+        retracted_meanwhile = action in GATED_ACTIONS and session.get(Item, item_id).state == ItemState.retracted
+    if retracted_meanwhile:
+        # The item was retracted while this channel call was on its way: the retraction did not know about this
+        # delivery yet, so take it back at once rather than leave a retracted item on the channel.
+        log.warning("%s was retracted while %s delivered it; withdrawing it there again", item_id, channel)
+        deliver(store, settings, version_id, channel, "retract", reason="撤稿期间完成的发布，随即撤回",
+                actor=actor, registry=registry, caller=caller)
+    return result
 
 
 def _call(store: Store, publisher: Publisher, version_id: int, item_id: str, number: int, channel: str,
           action: str, reason: str, unconfirmed: dict[str, Any]) -> Receipt:
     if action == "retract":
         earlier = previous_receipt(store, item_id, channel)
-        if earlier is None:
+        if earlier is not None:
+            return publisher.retract(item_id, _receipt_of(earlier), reason)
+        pending = unconfirmed_delivery(store, item_id, channel)
+        if pending is None:
             raise PublishError(f"{channel} 上没有已发布的记录，无需撤回", retryable=False)
-        return publisher.retract(item_id, _receipt_of(earlier), reason)
+        found = settle_unconfirmed(store, publisher, pending)
+        if found is None:
+            return Receipt(message="核对结果：此前的发布没有发出，无需撤回")
+        return publisher.retract(item_id, found, reason)
     extra = {"previous_attempt": unconfirmed} if unconfirmed else {}
     if action == "update":
         earlier = previous_receipt(store, item_id, channel, before_version=number)
@@ -196,6 +240,38 @@ def _call(store: Store, publisher: Publisher, version_id: int, item_id: str, num
         release = build_release(store, version_id, previous=_receipt_of(earlier).__dict__, extra=extra)
         return publisher.update(release, _receipt_of(earlier))
     return publisher.publish(build_release(store, version_id, extra=extra))
+
+
+def unconfirmed_delivery(store: Store, item_id: str, channel: str) -> Delivery | None:
+    """The newest publish/update of the item on this channel whose outcome nobody knows yet."""
+    with store.session() as session:
+        return session.scalars(
+            select(Delivery).where(Delivery.item_id == item_id, Delivery.channel == channel,
+                                   Delivery.action.in_(("publish", "update")), Delivery.state == "unconfirmed")
+            .order_by(Delivery.id.desc()).limit(1)
+        ).first()
+
+
+def settle_unconfirmed(store: Store, publisher: Publisher, pending: Delivery) -> Receipt | None:
+    """Ask the channel what became of an unconfirmed delivery and record the answer on it (in the ledger too).
+
+    Returns the receipt of what is out there (to act on, e.g. to delete it), or None when nothing went out.
+    Raises PublishError when the channel cannot tell yet (e.g. WeChat still publishing)."""
+    found = publisher.reconcile(pending.item_id, _receipt_of(pending))
+    with store.session() as session:
+        row = session.get(Delivery, pending.id)
+        version = session.get(Version, row.version_id)
+        if found is None:
+            row.state, row.message = "failed", "核对结果：没有发出"
+        else:
+            row.state = found.state or "succeeded"
+            row.remote_id, row.url, row.message = found.remote_id, found.url, found.message or "核对结果：已发出"
+            row.details = {**(row.details or {}), **found.details}
+        ledger.record(session, "reconciled", actor="system:reconcile", item_id=row.item_id,
+                      version=version.number if version else 0, content_hash=version.signed_hash if version else "",
+                      details={"channel": row.channel, "action": row.action, "state": row.state,
+                               "remote_id": row.remote_id})
+    return found
 
 
 def embargoed_until(store: Store, version_id: int, now: datetime | None = None) -> datetime | None:
@@ -262,13 +338,14 @@ def delivery_plan(store: Store, settings: Settings, version_id: int) -> list[tup
 
 
 def retract_channels(store: Store, item_id: str) -> list[tuple[str, int]]:
-    """(channel, version_id) for every channel that received the item, by delivery history."""
+    """(channel, version_id) for every channel that received the item, by delivery history, or may have: an
+    `unconfirmed` delivery (WeChat's submit whose answer was lost) is settled with the channel, then undone."""
     with store.session() as session:
         rows = session.execute(
             select(Delivery.channel, Delivery.version_id)
             .join(Version, Version.id == Delivery.version_id)
             .where(Delivery.item_id == item_id, Delivery.action.in_(("publish", "update")),
-                   Delivery.state.in_(DONE_STATES))
+                   Delivery.state.in_((*DONE_STATES, "unconfirmed")))
             .order_by(Version.number.desc())
         ).all()
     latest: dict[str, int] = {}
@@ -277,15 +354,34 @@ def retract_channels(store: Store, item_id: str) -> list[tuple[str, int]]:
     return sorted(latest.items())
 
 
-def mark_retracted(store: Store, item_id: str, reason: str, actor: str, results: list[DeliveryResult]) -> None:
+def withdraw_from_store(store: Store, item_id: str, reason: str, actor: str, *, via: str = "") -> list[int]:
+    """Retract the item in the store before any channel is called: the item and every version that is out,
+    approved (perhaps waiting for its embargo) or in review become retracted, so from this commit on the
+    delivery gate refuses them, whoever asks. Returns the retracted version numbers."""
+    with store.session() as session:
+        item = session.get(Item, item_id)
+        if item is None:
+            raise StoreError(f"没有编号为 {item_id} 的稿件；用 `rongmei status` 查看全部稿件")
+        numbers = []
+        for version in session.scalars(select(Version).where(
+                Version.item_id == item_id,
+                Version.state.in_((ItemState.published, ItemState.approved, ItemState.in_review)))):
+            version.state = ItemState.retracted
+            numbers.append(version.number)
+        item.state = ItemState.retracted
+        ledger.record(session, "retract_requested", actor=actor, item_id=item_id, version=item.current_version,
+                      details={"reason": reason, "versions": sorted(numbers), **({"via": via} if via else {})})
+    return sorted(numbers)
+
+
+def mark_retracted(store: Store, item_id: str, reason: str, actor: str, results: list[DeliveryResult],
+                   extra: dict[str, Any] | None = None) -> None:
     with store.session() as session:
         item = session.get(Item, item_id)
         item.state = ItemState.retracted
-        for version in session.scalars(select(Version).where(Version.item_id == item_id,
-                                                            Version.state == ItemState.published)):
-            version.state = ItemState.retracted
         ledger.record(session, "item_retracted", actor=actor, item_id=item_id, version=item.current_version,
-                      details={"reason": reason, "channels": {r.channel: r.state for r in results}})
+                      details={"reason": reason, "channels": {r.channel: r.state for r in results},
+                               **(extra or {})})
 
 
 def results_table(results: list[DeliveryResult]) -> list[dict[str, Any]]:

@@ -192,6 +192,21 @@ def role_label(role: str) -> str:
 
 
 CHECK_MARK = {"blocking": "⛔", "warning": "⚠️"}
+MARKDOWN_SPECIAL = set("\\`*_{}[]()#+-.!|>~=:")
+
+
+def plain(text: Any, limit: int = 2000) -> str:
+    """Text from editors or reviewers, safe to put into the form's Markdown: every character that Markdown (or
+    HTML inside it) would act on is escaped, line breaks become spaces. A comment like "**已签字**：…" or a
+    heading in a title then shows as typed instead of drawing something that looks like our own text."""
+    flat = " ".join(str(text or "").split())[:limit]
+    return "".join(f"\\{ch}" if ch in MARKDOWN_SPECIAL else ch for ch in flat).replace("<", "&lt;")
+
+
+def quoted(text: Any, limit: int = 2000) -> str:
+    """A reviewer's comment for later stages: a block quote of plain text, one quoted line per line typed."""
+    lines = str(text or "").splitlines()[:40] or [""]
+    return "\n".join(f"> {plain(line, limit) or ' '}" for line in lines)
 IMAGE_RENDITIONS = ("cover_900x383", "cover_1x1", "share_image", "screen_card", "screen_card_mn", "thumbnail")
 
 
@@ -210,18 +225,19 @@ def form_description(store: Store, settings: Settings, version_id: int, stage: R
         meta, checks, renditions = version.meta, version.checks, version.renditions
         token, number, signed = version.preview_token, version.number, version.signed_hash
     base = settings.public_url.rstrip("/")
+    channels = "、".join(plain(c) for c in meta.get("channels") or []) or "按类型默认"
     lines = [
         f"## {stage.label}（需要“{role_label(stage.role)}”签字）",
         "",
-        f"**{meta.get('title', '')}**  ",
-        f"作者：{meta.get('author', '')} · 类型：{meta.get('kind', '')} · 第 {number} 版 · "
-        f"渠道：{'、'.join(meta.get('channels') or []) or '按类型默认'}",
+        f"**{plain(meta.get('title', ''))}**  ",
+        f"作者：{plain(meta.get('author', ''))} · 类型：{plain(meta.get('kind', ''))} · 第 {number} 版 · "
+        f"渠道：{channels}",
         "",
-        f"> {meta.get('summary') or '（无摘要）'}",
+        f"> {plain(meta.get('summary')) or '（无摘要）'}",
         "",
     ]
     if meta.get("source"):
-        lines += [f"转载来源：{meta['source']} {meta.get('source_url', '')}", ""]
+        lines += [f"转载来源：{plain(meta['source'])} {plain(meta.get('source_url', ''))}", ""]
     if token:
         lines += [f"**预览**：[{base}/preview/{token}/]({base}/preview/{token}/)", ""]
     shown = [k for k in IMAGE_RENDITIONS if k in renditions]
@@ -234,10 +250,13 @@ def form_description(store: Store, settings: Settings, version_id: int, stage: R
         lines.append(f"- {key}：{facts.get('duration_s', 0):.0f} 秒{extra}" +
                      (f" [试听/试看]({base}/preview/{token}/renditions/{key}.{_ext(facts)})" if token else ""))
     lines += ["", "**自动检查**："]
-    lines += [f"- {CHECK_MARK.get(c['severity'], '')} {c['message']}" for c in checks] or ["- ✅ 全部通过"]
+    lines += [f"- {CHECK_MARK.get(c['severity'], '')} {plain(c['message'])}" for c in checks] or ["- ✅ 全部通过"]
     if signoffs:
-        lines += ["", "**已签字**："]
-        lines += [f"- {s.stage}：{s.reviewer_id} {DECISION_ZH.get(s.decision, s.decision)} {s.comment}" for s in signoffs]
+        lines += ["", "**已签字**（签字意见为审核人原文，仅供参考）："]
+        for s in signoffs:
+            lines.append(f"- {plain(s.stage)}：{plain(s.reviewer_id)} {DECISION_ZH.get(s.decision, plain(s.decision))}")
+            if s.comment:
+                lines += ["", quoted(s.comment), ""]
     if refused:
         lines += ["", f"⚠️ 本环节已有 {refused} 次签字未被接受（验证码错误、权限不符或同一人重复签字），见审计记录。"]
     lines += [

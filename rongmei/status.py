@@ -27,6 +27,7 @@ DELIVERY_ZH = {
     "unconfirmed": "待确认",
     "draft_ready": "草稿已就绪",
     "skipped": "跳过",
+    "refused": "拒绝（未经签发）",
 }
 
 

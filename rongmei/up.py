@@ -1,19 +1,23 @@
 """`rongmei up`: the whole system on embedded defaults, in one terminal.
 
-Starts the Prefect server (SQLite, telemetry off), registers the deployments from prefect.yaml, starts a
-process worker, the distribution server and (without real WeChat credentials) the WeChat stand-in, and seeds
-the sample items. Ctrl-C stops the worker first, then the servers. Everything lives in the data dir, so a
-second `rongmei up` continues where the first stopped.
+Starts the Prefect server (its private PostgreSQL, telemetry off, an API login: see `api_auth`), registers the
+deployments from prefect.yaml, starts our process worker (`rongmei.worker`), the distribution server and
+(without real WeChat credentials) the WeChat stand-in, and seeds the sample items. Ctrl-C stops the worker
+first, then the servers. Everything lives in the data dir, so a second `rongmei up` continues where the first
+stopped.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,20 +27,50 @@ import requests
 
 from rongmei import pgcluster
 from rongmei.errors import ConfigError
+from rongmei.orchestration import api_auth_file
 from rongmei.pgcluster import PrivateCluster
+from rongmei.privacy import private_file
 from rongmei.settings import Settings
 from rongmei.warmstart import SOCKET_ENV
 
 log = logging.getLogger(__name__)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 WORK_POOL = "rongmei"
+SERVER_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
+CLIENT_AUTH_ENV = "PREFECT_API_AUTH_STRING"
+
+
+def api_auth(settings: Settings) -> tuple[str, str]:
+    """The Prefect API login (`user:password`, what the UI's login asks for) and where it comes from.
+
+    An operator's own PREFECT_SERVER_API_AUTH_STRING (or PREFECT_API_AUTH_STRING) is used as is; otherwise one
+    is generated on first start and kept in the secrets dir (0600). Without it anyone who reaches the Prefect
+    port could start any deployment, read the runs and resume the sign-off forms."""
+    for name in (SERVER_AUTH_ENV, CLIENT_AUTH_ENV):
+        if value := os.environ.get(name):
+            return value, f"the environment ({name})"
+    path = api_auth_file(settings)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".auth-")
+        with os.fdopen(fd, "w") as out:  # mkstemp: 0600 from the start
+            out.write(f"rongmei:{secrets.token_urlsafe(24)}\n")
+        try:
+            os.link(tmp, path)  # never replaces a login another start wrote meanwhile
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    return path.read_text(encoding="utf-8").strip(), str(path.resolve())
 
 
 def prefect_env(settings: Settings, api_url: str) -> dict[str, str]:
     """Environment shared by the Prefect server, `prefect deploy`, the worker and every flow run."""
     env = dict(os.environ)
+    auth, _ = api_auth(settings)
     env.update(
         {
+            CLIENT_AUTH_ENV: auth,
             "PREFECT_HOME": str((settings.data_dir / "prefect").resolve()),
             "PREFECT_API_URL": api_url,
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -46,7 +80,6 @@ def prefect_env(settings: Settings, api_url: str) -> dict[str, str]:
             "PREFECT_WORKER_PREFETCH_SECONDS": "5",
             "PREFECT_LOGGING_LEVEL": "INFO",
             "RONGMEI_HOME": str(PROJECT_ROOT),
-            "RONGMEI_PYTHON": sys.executable,  # the deployments' command (prefect.yaml) runs this Python
             SOCKET_ENV: str((settings.data_dir / "run" / "warmstart.sock").resolve()),
             "RONGMEI_CONTENT_DIR": str(settings.content_dir.resolve()),
             "RONGMEI_DATA_DIR": str(settings.data_dir.resolve()),
@@ -83,8 +116,7 @@ class Stack:
     prefect_db: str = "SQLite (Prefect's own file)"
 
     def start_process(self, name: str, args: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        out = open(log_file, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        out = private_file(log_file)  # kept open for the child's lifetime
         proc = subprocess.Popen(
             args, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
@@ -137,6 +169,7 @@ def prefect_database(stack: Stack, settings: Settings) -> str | None:
 def start_prefect(stack: Stack, settings: Settings, port: int) -> str:
     api_url = f"http://127.0.0.1:{port}/api"
     env = prefect_env(settings, api_url)
+    env[SERVER_AUTH_ENV] = env[CLIENT_AUTH_ENV]  # the server checks what every client sends
     if database := prefect_database(stack, settings):  # only the server talks to its database
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database
     logs = settings.data_dir / "logs"
@@ -152,16 +185,23 @@ def start_prefect(stack: Stack, settings: Settings, port: int) -> str:
 
 
 def deploy(settings: Settings, api_url: str) -> None:
-    """Create the work pool and register every deployment in prefect.yaml."""
+    """Create the work pool (with the template that fixes what runs, see rongmei.worker) and register every
+    deployment in prefect.yaml."""
+    from rongmei.workpool import base_job_template
+
     env = prefect_env(settings, api_url)
     prefect = [sys.executable, "-m", "prefect"]
-    subprocess.run(
-        [*prefect, "work-pool", "create", WORK_POOL, "--type", "process", "--overwrite"],
-        env=env,
-        cwd=PROJECT_ROOT,
-        check=True,
-        capture_output=True,
-    )
+    with tempfile.NamedTemporaryFile("w", suffix=".json", encoding="utf-8") as template:
+        json.dump(base_job_template(), template)
+        template.flush()
+        created = subprocess.run(
+            [*prefect, "work-pool", "create", WORK_POOL, "--type", "process", "--base-job-template", template.name,
+             "--overwrite"],
+            env=env, cwd=PROJECT_ROOT, capture_output=True, text=True,
+        )
+    if created.returncode != 0:
+        raise ConfigError(f"could not create the work pool {WORK_POOL}:\n{created.stdout[-2000:]}\n"
+                          f"{created.stderr[-2000:]}")
     result = subprocess.run(
         [*prefect, "--no-prompt", "deploy", "--all"], env=env, cwd=PROJECT_ROOT, capture_output=True, text=True
     )
@@ -172,13 +212,20 @@ def deploy(settings: Settings, api_url: str) -> None:
 def start_worker(stack: Stack, settings: Settings, api_url: str) -> None:
     """The warm server first (flow runs start as its forks, see rongmei.warmstart), then the worker."""
     env = prefect_env(settings, api_url)
-    stack.start_process(
+    socket_path = Path(env[SOCKET_ENV])
+    socket_path.unlink(missing_ok=True)  # left by a run that was killed: the new server binds it when ready
+    warm = stack.start_process(
         "warmstart", [sys.executable, "-m", "rongmei.warmstart", "serve"], env, settings.data_dir / "logs" / "warmstart.log"
     )
+    # Runs the worker picks up before the warm server listens would start cold (slowly): wait for its socket.
+    deadline = time.monotonic() + 120
+    while not socket_path.exists() and warm.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not socket_path.exists():
+        log.warning("the warm-start server is not listening (see %s): flow runs start cold until it does",
+                    settings.data_dir / "logs" / "warmstart.log")
     stack.start_process(
-        "worker",
-        [sys.executable, "-m", "prefect", "worker", "start", "--pool", WORK_POOL, "--type", "process", "--limit", "4"],
-        env,
+        "worker", [sys.executable, "-m", "rongmei.worker", "--pool", WORK_POOL, "--limit", "4"], env,
         settings.data_dir / "logs" / "worker.log",
     )
 
@@ -237,11 +284,20 @@ DEMO_REVIEWERS = (
 
 
 def enroll_demo_reviewers(settings: Settings, store: object) -> list[str]:
-    """On first start, demo reviewers whose codes `rongmei reviewers demo-code ID` prints."""
+    """In demo mode, demo reviewers whose codes `rongmei reviewers demo-code ID` prints (once per data dir)."""
     from rongmei.reviewers import enroll, list_reviewers
 
-    if list_reviewers(store):  # type: ignore[arg-type]
+    if not settings.demo:
         return []
+    known = {r.id for r in list_reviewers(store)}  # type: ignore[arg-type]
     for reviewer_id, name, roles in DEMO_REVIEWERS:
-        enroll(store, settings, reviewer_id, name, roles, demo=True)  # type: ignore[arg-type]
+        if reviewer_id not in known:
+            enroll(store, settings, reviewer_id, name, roles, demo=True, actor="system:up")  # type: ignore[arg-type]
     return [r[0] for r in DEMO_REVIEWERS]
+
+
+def demo_reviewers_left(store: object) -> list[str]:
+    """Demo reviewers enrolled by an earlier demo start: refused while demo mode is off (warn about them)."""
+    from rongmei.reviewers import list_reviewers
+
+    return [r.id for r in list_reviewers(store) if r.demo and r.active]  # type: ignore[arg-type]

@@ -9,8 +9,9 @@ everything imported already and runs the Prefect engine there. The client stays 
 worker is concerned: it forwards signals (cancellation) to the child and exits the way the child exited.
 
 When warm start cannot be used (no server, a server started with other Prefect settings, code changed since
-the server started), the client becomes `python -m prefect.engine` itself (exec, same PID): a flow run never
-depends on the warm server, it is only slower without it.
+the server started), the client becomes `python -m rongmei.launch` itself (exec, same PID): a flow run never
+depends on the warm server, it is only slower without it. Either way the run goes through `rongmei.launch`,
+which refuses runs of deployments this checkout does not ship, then becomes Prefect's engine.
 
     python -m rongmei.warmstart            # client: the deployments' command (prefect.yaml)
     python -m rongmei.warmstart serve      # server: started by `rongmei up` next to the worker
@@ -33,10 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SOCKET_ENV = "RONGMEI_WARMSTART_SOCKET"
-ENGINE_MODULE = "prefect.engine"
+LAUNCH_MODULE = "rongmei.launch"  # checks the run's deployment, then runs prefect.engine
 # Imported once in the server so that no flow run pays for them. Our flows come on top (see `preload`).
 PRELOADED = (
     "prefect.engine",
+    "rongmei.launch",
     "prefect.flow_engine",
     "prefect.task_engine",
     "prefect.flow_runs",
@@ -59,11 +61,11 @@ FORWARDED = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}  # what the client pa
 
 # Client ---------------------------------------------------------------------------------------------------
 def run_cold(reason: str | None) -> None:
-    """Become `python -m prefect.engine` in this very process (the worker keeps the PID it knows)."""
+    """Become `python -m rongmei.launch` in this very process (the worker keeps the PID it knows)."""
     if reason:
         print(f"rongmei.warmstart: {reason}; starting the flow run the usual (slower) way", file=sys.stderr,
               flush=True)
-    os.execv(sys.executable, [sys.executable, "-m", ENGINE_MODULE, *sys.argv[1:]])
+    os.execv(sys.executable, [sys.executable, "-m", LAUNCH_MODULE, *sys.argv[1:]])
 
 
 def send_message(sock: socket.socket, message: dict, fds: list[int] | None = None) -> None:
@@ -417,9 +419,8 @@ def serve(path: Path, kill_grace: float = KILL_GRACE_SECONDS) -> Request | None:
 
 
 def run_engine(request: Request) -> int:
-    """In the forked child: become the client's flow-run process and run Prefect's engine."""
-    import runpy
-    import warnings
+    """In the forked child: become the client's flow-run process and run it through rongmei.launch."""
+    from rongmei import launch
 
     for target, fd in enumerate(request.fds):
         os.dup2(fd, target)
@@ -427,17 +428,7 @@ def run_engine(request: Request) -> int:
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.env)
-    sys.argv = [ENGINE_MODULE, *request.argv]
-    # Running an imported module as __main__ is the point here, not the accident runpy warns about.
-    warnings.filterwarnings("ignore", message=".*found in sys.modules after import of package", category=RuntimeWarning)
-    try:
-        runpy.run_module(ENGINE_MODULE, run_name="__main__", alter_sys=True)
-    except SystemExit as done:
-        if done.code is None or isinstance(done.code, int):
-            return done.code or 0
-        print(done.code, file=sys.stderr)
-        return 1
-    return 0
+    return launch.main(request.argv)
 
 
 def main(argv: list[str] | None = None) -> None:

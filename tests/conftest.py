@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import socket
 import tempfile
@@ -35,6 +36,16 @@ def free_port() -> int:
 # module imports prefect, and the `prefect_stack` fixture starts the server there.
 PREFECT_PORT = free_port()
 os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{PREFECT_PORT}/api"
+# The session's Prefect server requires a login, as under `rongmei up`; every client in the tests sends it.
+PREFECT_AUTH = f"rongmei-test:{secrets.token_urlsafe(16)}"
+os.environ["PREFECT_API_AUTH_STRING"] = PREFECT_AUTH
+
+
+def prefect_auth_header(auth: str = PREFECT_AUTH) -> dict[str, str]:
+    """What Prefect's own clients send: HTTP Basic with the whole auth string as `user:password`."""
+    import base64
+
+    return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
 
 
 @pytest.fixture
@@ -101,8 +112,10 @@ class PrefectStack:
     """A real Prefect server + the deployments from prefect.yaml + a process worker, like `rongmei up`."""
 
     def __init__(self, settings: Settings, port: int, worker_env: dict[str, str] | None = None) -> None:
+        from rongmei.privacy import make_private
         from rongmei.up import Stack
 
+        make_private(settings)  # as `rongmei up` does first
         self.settings = settings
         self.port = port
         self.stack = Stack(settings)

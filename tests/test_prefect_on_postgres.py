@@ -13,7 +13,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from conftest import free_port
+from conftest import free_port, prefect_auth_header
 from rongmei.settings import Settings
 from rongmei.up import Stack, prefect_database, start_prefect
 
@@ -30,7 +30,8 @@ def test_the_prefect_server_runs_on_a_given_postgresql(tmp_path: Path, postgres_
     stack = Stack(settings)
     try:
         api = start_prefect(stack, settings, free_port())
-        requests.post(f"{api}/flows/", json={"name": "签发检查"}, timeout=30).raise_for_status()
+        requests.post(f"{api}/flows/", json={"name": "签发检查"}, headers=prefect_auth_header(),
+                      timeout=30).raise_for_status()
         with sa.create_engine(url).connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM flow WHERE name = '签发检查'")).scalar() == 1
         assert not (settings.data_dir / "prefect" / "prefect.db").exists()  # nothing went to SQLite

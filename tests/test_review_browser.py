@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import ARTIFACTS, write_drop
+from conftest import ARTIFACTS, PREFECT_AUTH, write_drop
 from flows.ingest import ingest
 from review_helpers import await_pause, code_for, review_run_id
 from rongmei.reviewers import enroll
@@ -29,6 +29,15 @@ def test_sign_first_stage_in_prefect_ui(prefect_stack):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        # The UI asks for the shared login first. (Prefect's UI answers a deep link opened before logging in
+        # with its 404 page, so a reviewer logs in on the runs page and then opens the run.)
+        page.goto(f"{ui}/runs")
+        login = page.get_by_placeholder("admin:pass")
+        login.wait_for()
+        page.screenshot(path=str(ARTIFACTS / "prefect-ui-login.png"))
+        login.fill(PREFECT_AUTH)
+        page.get_by_role("button", name="Login").click()
+        page.wait_for_url("**/runs**")
         page.goto(f"{ui}/runs/flow-run/{run_id}")
         page.get_by_role("button", name="Resume").first.click()
         dialog = page.locator(".p-modal")

@@ -48,12 +48,20 @@ def test_up_ingests_samples_stops_cleanly_and_restarts(tmp_path):
            "RONGMEI_CONTENT_DIR": str(tmp_path / "content"), "RONGMEI_DATA_DIR": str(tmp_path / "data"),
            "RONGMEI_PREFECT_PORT": str(prefect_port), "RONGMEI_SERVER_PORT": str(server_port),
            "RONGMEI_PUBLIC_URL": f"http://127.0.0.1:{server_port}", "RONGMEI_SETTLE_SECONDS": "1"}
-    env.pop("PREFECT_API_URL", None)
+    for name in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING"):
+        env.pop(name, None)  # as a newcomer runs it: `rongmei up` makes the Prefect login itself
     log = tmp_path / "up.log"
     proc = start_up(env, log)
     output = wait_for_line(log, "Press Ctrl-C to stop.", proc)
     assert f"http://127.0.0.1:{prefect_port}" in output and "demo-editor" in output
-    assert requests.get(f"http://127.0.0.1:{prefect_port}/api/health", timeout=5).ok
+    api = f"http://127.0.0.1:{prefect_port}/api"
+    assert requests.get(f"{api}/health", timeout=5).ok
+    login_file = tmp_path / "data" / "secrets" / "prefect-api-auth"
+    login = login_file.read_text().strip()
+    assert login_file.stat().st_mode & 0o077 == 0 and f"Prefect UI login:                 {login}" in output
+    assert requests.post(f"{api}/deployments/filter", json={}, timeout=30).status_code == 401  # anonymous
+    named = requests.post(f"{api}/deployments/filter", json={}, timeout=30, auth=tuple(login.split(":", 1)))
+    assert {d["name"] for d in named.json()} >= {"ingest", "review", "publish", "retract"}
     samples = {p.stem if p.suffix in (".md", ".mp3") else p.name
                for p in (ROOT / "content" / "samples").iterdir() if p.suffix != ".yaml"}
     deadline = time.monotonic() + 120
@@ -72,6 +80,7 @@ def test_up_ingests_samples_stops_cleanly_and_restarts(tmp_path):
 
     proc = start_up(env, log)
     output = wait_for_line(log, "Sample items copied:              0", proc)
+    assert login_file.read_text().strip() == login  # the same login on every start
     assert {i["id"] for i in status_json(env)} == items  # nothing ingested twice
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=60) == 0

@@ -159,17 +159,17 @@ def test_runs_as_a_module(tmp_path):
         proc.wait(timeout=10)
 
 
-@pytest.mark.prefect
-def test_the_app_secret_can_live_in_a_prefect_secret_block(tmp_path, standin, prefect_server):
-    from prefect.blocks.system import Secret
-
+def test_the_app_secret_lives_in_the_secrets_dir_not_in_a_prefect_block(tmp_path, standin):
     from rongmei.errors import ConfigError
+    from rongmei.settings import Settings, write_wechat_secret
 
-    Secret(value=SECRET).save("wechat-app-secret-test", overwrite=True)  # what a technician does in the UI
-    config = WeChatSettings(app_id="wxclient01", app_secret_block="wechat-app-secret-test",
-                            base_url=standin.base_url)
-    assert WeChatClient(config, tmp_path).access_token()  # the stand-in took the secret from the block
+    settings = Settings(data_dir=tmp_path / "data", content_dir=tmp_path / "content")
+    path = write_wechat_secret(settings, SECRET)  # what `rongmei wechat set-secret` does
+    assert path.stat().st_mode & 0o077 == 0  # readable by the service user only
+    config = WeChatSettings(app_id="wxclient01", base_url=standin.base_url)
+    assert WeChatClient(config, settings.data_dir).access_token()  # the stand-in took the secret from the file
     assert standin.state.tokens_issued == 1
-    missing = WeChatSettings(app_id="wxclient01", app_secret_block="no-such-block", base_url=standin.base_url)
-    with pytest.raises(ConfigError, match=r"no-such-block.*Blocks → Secret"):
-        WeChatClient(missing, tmp_path)
+    # A Secret block can be read back by anyone with the Prefect UI login: the old setting is refused, with the fix.
+    old = WeChatSettings(app_id="wxclient01", app_secret_block="wechat-app-secret", base_url=standin.base_url)
+    with pytest.raises(ConfigError, match=r"no longer supported.*rongmei wechat set-secret"):
+        WeChatClient(old, settings.data_dir)

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 import os
 import warnings
 from typing import Any
@@ -24,16 +26,39 @@ from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
 from rongmei.workpool import PROJECT_ROOT, WORK_POOL, flow_run_command
 
+log = logging.getLogger(__name__)
+
 
 class RongmeiJobConfiguration(ProcessJobConfiguration):
     def prepare_for_flow_run(self, flow_run: Any, deployment: Any = None, flow: Any = None, work_pool: Any = None,
                              worker_name: str | None = None, worker_id: Any = None) -> None:
         # Whatever the template and job variables said: our command, our directory, and no extra environment
         # (the base class then adds Prefect's per-run variables and this worker's own environment).
+        asked = {"command": self.command, "env": dict(self.env or {}), "working_dir": str(self.working_dir or "")}
+        ours = {"command": flow_run_command(), "env": {}, "working_dir": str(PROJECT_ROOT)}
+        if asked != ours:
+            record_override(flow_run, {k: v for k, v in asked.items() if v != ours[k]})
         self.command = flow_run_command()
         self.working_dir = PROJECT_ROOT
         self.env = {}
         super().prepare_for_flow_run(flow_run, deployment, flow, work_pool, worker_name, worker_id=worker_id)
+
+
+def record_override(flow_run: Any, asked: dict[str, Any]) -> None:
+    """Someone asked (through the pool's template or the run's job variables) for another command, environment
+    or directory: it is ignored, and the ledger says who asked for what."""
+    log.warning("flow run %s asked for %s; ignored, running rongmei's own command", flow_run.id, sorted(asked))
+    try:
+        from rongmei import ledger
+        from rongmei.settings import load_settings
+        from rongmei.store import Store
+
+        with Store.from_settings(load_settings()).session() as session:
+            ledger.record(session, "job_variables_ignored", actor=f"prefect:flow-run/{flow_run.id}",
+                          details={"flow_run_name": flow_run.name, "asked": json.loads(json.dumps(asked, default=str)),
+                                   "deployment_id": str(flow_run.deployment_id or "")})
+    except Exception as exc:  # the override holds even if the ledger cannot be reached; say so
+        log.error("could not record the ignored job variables of flow run %s in the ledger: %s", flow_run.id, exc)
 
 
 with warnings.catch_warnings():

@@ -460,6 +460,11 @@ def test_ui_login_holder_cannot_run_a_shell_command_through_job_variables(stack,
             client.update_work_pool("rongmei", WorkPoolUpdate(base_job_template=base_job_template()))
     assert not marker.exists()
     assert final.state.is_failed() and "no version with id" in (final.state.message or ""), final.state  # ours ran
+    _, store = stack
+    with store.session() as s:
+        noted = s.scalars(select(LedgerEntry).where(LedgerEntry.action == "job_variables_ignored",
+                                                    LedgerEntry.actor == f"prefect:flow-run/{final.id}")).one()
+    assert "touch" in noted.details["asked"]["command"] and noted.details["asked"]["env"]["PYTHONPATH"]
 
 
 @pytest.mark.prefect

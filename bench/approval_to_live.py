@@ -6,8 +6,8 @@ Starts the same stack as `rongmei up` (Prefect server, deployments from prefect.
 process worker, the distribution server) in a temporary data dir and takes every item through 初审 and 复审.
 Then, one item at a time, it times the final sign-off until GET /articles/<id>/ answers 200: first `--items`
 items with warm start (flow runs forked from `rongmei.warmstart`), then `--cold-items` items after stopping the
-warm server, where each run starts as its own `python -m prefect.engine` process: the raw Prefect way, in the
-same run. For every item it also prints when the run reached each state after the click (Resuming = the
+warm server, where each run starts as its own `python -m rongmei.launch` process (the deployment check, then
+Prefect's engine in the same process): the raw way, in the same run. For every item it also prints when the run reached each state after the click (Resuming = the
 server took the sign-off, Pending = a worker picked it up, Running = the engine started it).
 
 The Prefect server runs on a private PostgreSQL cluster in the data dir, as under `rongmei up`; with
@@ -123,7 +123,7 @@ def main() -> None:
                     print(f"approval → live, {mode} start, {len(values)} items: {summary(values)}")
             if timings["warm"] and timings["cold"]:
                 ratio = statistics.median(timings["warm"]) / statistics.median(timings["cold"])
-                print(f"warm / cold (raw `python -m prefect.engine` per run) p50 ratio: {ratio:.2f}")
+                print(f"warm / cold (raw `python -m rongmei.launch` per run) p50 ratio: {ratio:.2f}")
             print(f"Prefect server database: {args.prefect_db}; target: p50 <= 3 s with warm start")
         finally:
             stack.stop()

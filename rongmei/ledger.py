@@ -182,6 +182,9 @@ class LedgerKeeper:
         self.s3_bucket = s3_bucket
         self.s3_endpoint_url = s3_endpoint_url
         self.refusal: LedgerRefused | None = None
+        # Set by the Store: a store whose SQLite commits are not synced (the distribution server's) neither
+        # writes entries nor creates the key (keying an old ledger writes entries).
+        self.durable = True
         self._entry_key: bytes | None = None
         self._checkpoint_key = b""
         self._lock = threading.Lock()
@@ -211,6 +214,8 @@ class LedgerKeeper:
             try:
                 key = _read_key(self.key_path)
             except FileNotFoundError:
+                if not self.durable:
+                    return  # reads need no key; a durable store of the same data dir creates it
                 try:
                     key = self._create_key()
                 except LedgerRefused as refusal:
@@ -574,7 +579,11 @@ def record(
 
     The session must come from `Store.session()`: it carries the key, and its commit anchors the new head.
     """
-    entry_key = _keeper(session).entry_key()
+    keeper = _keeper(session)
+    if not keeper.durable:
+        raise StoreError("ledger entries need a durable store (Store(durable=True)): a commit a power cut can "
+                         "lose would leave its anchor ahead of the database")
+    entry_key = keeper.entry_key()
     # Serialise appenders until commit (PostgreSQL advisory lock; SQLite holds its write lock already).
     _lock_appenders(session)
     entry = _append(session, entry_key, action, actor=actor, item_id=item_id, version=version,

@@ -247,6 +247,9 @@ class DistributionApp:
         self._store = store
         self._store_lock = threading.Lock()
         self._auth_cache: dict[str, tuple[Any, float]] = {}
+        from rongmei.terminals import GrantCache
+
+        self.grants = GrantCache()  # what each zone and display group was given, read at most every 30 s
         # Database work (token lookup, play inserts) is blocking; it runs beside the event loop.
         self._db = ThreadPoolExecutor(max_workers=2, thread_name_prefix="rongmei-db")
 
@@ -461,7 +464,8 @@ class DistributionApp:
         skew = timedelta(seconds=self.settings.play_clock_skew_seconds)
         try:
             outcome = await self.in_db_thread(
-                functools.partial(terminals.record_plays, self.store(), terminal, batch.plays, skew=skew))
+                functools.partial(terminals.record_plays, self.store(), terminal, batch.plays, skew=skew,
+                                  cache=self.grants))
         except OperationalError as exc:
             # The database is busy or down: the terminal keeps its backlog and sends it again later.
             log.warning("could not store %d plays from %s: %s", len(batch.plays), terminal.id, exc)
@@ -498,7 +502,8 @@ class DistributionApp:
             if self._store is None:
                 from rongmei.store import Store
 
-                self._store = Store.from_settings(self.settings)
+                # Play inserts are statistics at terminal volume, not records of the newsroom: no sync per commit.
+                self._store = Store.from_settings(self.settings, durable=False)
             return self._store
 
     async def in_db_thread(self, func: Any, *args: Any) -> Any:

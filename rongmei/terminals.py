@@ -48,6 +48,8 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -312,14 +314,19 @@ def _shown(moment: datetime | None) -> str:
 
 
 class _Grants:
-    """Every grant of one audience for the items of one batch, loaded with one query."""
+    """The grants of one audience, loaded with one query: for the items of one batch, or (`recent_since`) all
+    grants still open or ended since then, as GrantCache keeps them."""
 
-    def __init__(self, session: Session, audience: str, items: set[str]) -> None:
+    def __init__(self, session: Session, audience: str, items: set[str] | None,
+                 recent_since: datetime | None = None) -> None:
         self.audience = audience
-        rows = session.execute(
-            select(Grant.item_id, Grant.sha256, Grant.valid_from, Grant.valid_until)
-            .where(Grant.audience == audience, Grant.item_id.in_(sorted(items)))
-        ).all() if items else []
+        query = select(Grant.item_id, Grant.sha256, Grant.valid_from, Grant.valid_until).where(
+            Grant.audience == audience)
+        if items is not None:
+            query = query.where(Grant.item_id.in_(sorted(items)))
+        if recent_since is not None:
+            query = query.where(or_(Grant.valid_until.is_(None), Grant.valid_until > _utc(recent_since)))
+        rows = session.execute(query).all() if items is None or items else []
         raw: dict[tuple[str, str], list[tuple[datetime, datetime | None]]] = {}
         for item_id, sha256, valid_from, valid_until in rows:
             raw.setdefault((item_id, sha256), []).append((valid_from, valid_until))
@@ -351,6 +358,32 @@ class _Grants:
                 f"时段内（{given}，允许误差 {seconds} 秒），不计入；请检查终端时钟和缓存的旧节目")
 
 
+class GrantCache:
+    """Recently read grants per audience, kept by the distribution server so that a play batch usually needs no
+    query inside the database's write lock (plays at terminal volume queue on it).
+
+    An entry lives `ttl` seconds (30 s: far below the clock skew a play is allowed, so a grant a retraction
+    ended is seen in time to matter) and holds the audience's grants open now or ended in the last two days.
+    A play the cached grants would refuse is checked again with the exact query before it is refused, so a
+    grant made a moment ago, or an old one for a backlog, is never missed."""
+
+    def __init__(self, ttl: float = 30.0, window: timedelta = timedelta(days=2)) -> None:
+        self.ttl, self.window = ttl, window
+        self._entries: dict[str, tuple[float, _Grants]] = {}
+        self._lock = threading.Lock()
+
+    def grants(self, session: Session, audience: str, now: datetime) -> _Grants:
+        clock = time.monotonic()
+        with self._lock:
+            cached = self._entries.get(audience)
+        if cached is not None and cached[0] > clock:
+            return cached[1]
+        fresh = _Grants(session, audience, None, recent_since=now - self.window)
+        with self._lock:
+            self._entries[audience] = (clock + self.ttl, fresh)
+        return fresh
+
+
 # Recording plays -----------------------------------------------------------------------------------------
 def _insert_ignoring_duplicates(dialect: str):  # type: ignore[no-untyped-def]
     if dialect == "postgresql":
@@ -364,7 +397,7 @@ def _insert_ignoring_duplicates(dialect: str):  # type: ignore[no-untyped-def]
 
 def record_plays(
     store: Store, terminal: Terminal | TerminalInfo, plays: Sequence[PlayReport] | Iterable[PlayReport], *,
-    now: datetime | None = None, skew: timedelta = DEFAULT_SKEW,
+    now: datetime | None = None, skew: timedelta = DEFAULT_SKEW, cache: GrantCache | None = None,
 ) -> PlayOutcome:
     """Store completed plays once each, counting only those a grant covers (see the module docstring).
 
@@ -387,26 +420,25 @@ def record_plays(
     refused: list[tuple[int, PlayReport, str]] = []
     statement = _insert_ignoring_duplicates(store.engine.dialect.name)
     with store.session() as session:
-        grants = _Grants(session, audience_of(terminal), {play.item for _, play in unique})
+        audience, items = audience_of(terminal), {play.item for _, play in unique}
+        grants = cache.grants(session, audience, now) if cache else _Grants(session, audience, items)
+        exact = cache is None
+        rows = []
         for index, play in unique:
             reason = grants.refusal(play, now, skew)
+            if reason is not None and not exact:  # the cache may be behind: ask the database before refusing
+                grants, exact = _Grants(session, audience, items), True
+                reason = grants.refusal(play, now, skew)
             if reason is not None:
                 refused.append((index, play, reason))
                 continue
-            result = session.execute(
-                statement.values(
-                    terminal_id=terminal_id,
-                    item_id=play.item,
-                    sha256=play.sha256,
-                    started_at=play.started_at,
-                    ended_at=play.ended_at,
-                    zone=zone,
-                    group=group,
-                    received_at=now,
-                )
-            )
-            # RETURNING, not rowcount: psycopg reports -1 for an INSERT … ON CONFLICT DO NOTHING.
-            accepted += result.first() is not None
+            rows.append({"terminal_id": terminal_id, "item_id": play.item, "sha256": play.sha256,
+                         "started_at": play.started_at, "ended_at": play.ended_at, "zone": zone, "group": group,
+                         "received_at": now})
+        if rows:
+            # One multi-row statement per batch. RETURNING, not rowcount: psycopg reports -1 for an
+            # INSERT … ON CONFLICT DO NOTHING; the rows returned are the plays that were new.
+            accepted = len(session.execute(statement.values(rows)).all())
         if refused:
             _keep_refused(session, terminal_id, refused, now)
     duplicates = len(plays) - accepted - len(refused)

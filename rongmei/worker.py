@@ -19,6 +19,8 @@ import asyncio
 import json
 import logging
 import os
+import signal
+import threading
 import warnings
 from typing import Any
 
@@ -71,28 +73,54 @@ with warnings.catch_warnings():
         job_configuration = RongmeiJobConfiguration
 
 
+STOP_GRACE_SECONDS = 20.0  # after SIGTERM/SIGINT, what the worker gets to wind down before it just exits
+
+
 async def run_worker(pool: str, limit: int) -> None:
+    """Run the worker until SIGTERM or SIGINT, then stop taking runs and end.
+
+    The signals cancel the worker's task from inside the event loop. Prefect's own CLI turns SIGTERM into a
+    KeyboardInterrupt instead, which can land inside any callback of the loop; the suite caught a worker that
+    then hung for ever in asyncio's shutdown, holding `rongmei up` (and every run) hostage. A second signal, or
+    STOP_GRACE_SECONDS after the first, ends the process outright: flow-run processes are children of their
+    own and carry on (warm-started ones are stopped by the warm server when their client goes)."""
     from prefect.settings import PREFECT_WORKER_HEARTBEAT_SECONDS, PREFECT_WORKER_PREFETCH_SECONDS
 
-    async with RongmeiWorker(work_pool_name=pool, limit=limit,
-                             prefetch_seconds=PREFECT_WORKER_PREFETCH_SECONDS.value(),
-                             heartbeat_interval_seconds=int(PREFECT_WORKER_HEARTBEAT_SECONDS.value())) as worker:
-        await worker.start(with_healthcheck=False, printer=print)
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    stopping = threading.Event()
+
+    def stop(signum: int) -> None:
+        if stopping.is_set():
+            os._exit(128 + signum)
+        stopping.set()
+        print(f"received {signal.Signals(signum).name}: stopping the worker", flush=True)
+        deadline = threading.Timer(STOP_GRACE_SECONDS, os._exit, args=(0,))
+        deadline.daemon = True
+        deadline.start()
+        task.cancel()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop, signum)
+    try:
+        async with RongmeiWorker(work_pool_name=pool, limit=limit,
+                                 prefetch_seconds=PREFECT_WORKER_PREFETCH_SECONDS.value(),
+                                 heartbeat_interval_seconds=int(PREFECT_WORKER_HEARTBEAT_SECONDS.value())) as worker:
+            await worker.start(with_healthcheck=False, printer=print)
+    except asyncio.CancelledError:
+        if not stopping.is_set():
+            raise
 
 
 def main(argv: list[str] | None = None) -> None:
-    from prefect.utilities.processutils import setup_signal_handlers_worker
-
     parser = argparse.ArgumentParser(prog="python -m rongmei.worker")
     parser.add_argument("--pool", default=WORK_POOL)
     parser.add_argument("--limit", type=int, default=4)
     options = parser.parse_args(argv)
-    # As `prefect worker start`: SIGTERM becomes SIGINT (stop taking runs), a second one kills.
-    setup_signal_handlers_worker(os.getpid(), "the rongmei worker", print)
-    try:
-        asyncio.run(run_worker(options.pool, options.limit))
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        print("worker stopped")
+    asyncio.run(run_worker(options.pool, options.limit))
+    print("worker stopped", flush=True)
+    os._exit(0)  # no lingering threads (the grace timer among them) may keep the process alive
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from conftest import PREFECT_AUTH, write_drop
-from review_helpers import await_pause, code_for, sign, sign_all_stages
+from review_helpers import await_final, await_pause, code_for, review_run_id, sign, sign_all_stages
 from rongmei.bundles import find_drops
 from rongmei.cli import app
 from rongmei.ingest import ingest_drop
@@ -418,19 +418,6 @@ def test_anonymous_api_caller_is_refused_and_the_login_is_required(stack):
     assert ui["auth"] == "BASIC"  # the UI shows its login page
 
 
-def wait_final(run_id, timeout: float = 180):
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(run_id)
-            if run.state and run.state.is_final():
-                return run
-            time.sleep(0.5)
-    raise AssertionError(f"run {run_id} did not finish within {timeout}s")
-
-
 @pytest.mark.prefect
 def test_ui_login_holder_cannot_run_a_shell_command_through_job_variables(stack, tmp_path):
     from prefect.client.orchestration import get_client
@@ -455,7 +442,7 @@ def test_ui_login_holder_cannot_run_a_shell_command_through_job_variables(stack,
         try:
             run = client.create_flow_run_from_deployment(publish.id, parameters={"version_id": 10**9},
                                                          job_variables=evil)
-            final = wait_final(run.id)
+            final = await_final(run.id)
         finally:
             client.update_work_pool("rongmei", WorkPoolUpdate(base_job_template=base_job_template()))
     assert not marker.exists()
@@ -479,12 +466,12 @@ def test_ui_login_holder_cannot_run_code_through_a_deployment_of_their_own_or_a_
         flow_id = client.create_flow_from_name("tools")
         rogue = client.create_deployment(flow_id, "rogue", work_pool_name="rongmei", pull_steps=shell,
                                          entrypoint="flows/housekeeping.py:housekeeping")
-        refused = wait_final(client.create_flow_run_from_deployment(rogue).id)
+        refused = await_final(client.create_flow_run_from_deployment(rogue).id)
         publish = client.read_deployment_by_name("publish/publish")
         original = {"pull_steps": publish.pull_steps, "entrypoint": publish.entrypoint}
         client.update_deployment(publish.id, DeploymentUpdate(pull_steps=shell, entrypoint="evil.py:main"))
         try:
-            changed = wait_final(client.create_flow_run_from_deployment(
+            changed = await_final(client.create_flow_run_from_deployment(
                 publish.id, parameters={"version_id": 10**9}).id)
         finally:
             client.update_deployment(publish.id, DeploymentUpdate(**original))
@@ -516,28 +503,33 @@ def plant_answer(prefect_stack, run_id, key: str, form: dict, minutes_ago: float
                    "WHERE flow_run_id = %s AND key = %s", (minutes_ago * 60, str(run_id), key))
 
 
+def waiting_at_first_review(prefect_stack, store, prefix: str):
+    """A new item whose review run waits at 初审 on the real stack, and an editor of its own to sign it."""
+    from flows.review import request_review
+
+    settings = prefect_stack.settings
+    item = unique(prefix)
+    version_id = new_version(settings, store, item, f"title: 签字测试 {item}\nauthor: 张三\nchannels: [web]")
+    reviewer = unique("ed")
+    enroll(store, settings, reviewer, "编辑", ["editor"])
+    request_review(version_id, settings)
+    run_id = review_run_id(item)
+    await_pause(run_id, "first-0")
+    return item, reviewer, run_id
+
+
 @pytest.mark.prefect
 def test_ui_login_holder_planting_a_form_answer_cannot_revive_an_expired_code(stack):
     from prefect.client.orchestration import get_client
     from prefect.flow_runs import resume_flow_run
     from prefect.states import Scheduled
 
-    from flows.review import request_review
-
     prefect_stack, store = stack
     settings = prefect_stack.settings
-    item = unique("planted")
-    version_id = new_version(settings, store, item, "title: 验证码时间\nauthor: 张三\nchannels: [web]")
-    reviewer = unique("ed")
-    enroll(store, settings, reviewer, "编辑", ["editor"])
+    item, reviewer, run_id = waiting_at_first_review(prefect_stack, store, "planted")
     totp = pyotp.TOTP(_load_secrets(settings)[reviewer]["secret"])
     old_code = totp.at(time.time() - 300)  # a code seen five minutes ago (over a shoulder, in a screenshot)
     form = {"decision": "approve", "reviewer": reviewer, "code": old_code, "comment": ""}
-    request_review(version_id, settings)
-    from review_helpers import review_run_id
-
-    run_id = review_run_id(item)
-    await_pause(run_id, "first-0")
     # 1. An input whose key only starts like the answer's, planted when the code was valid, then a real answer.
     plant_answer(prefect_stack, run_id, "suspended-first-0-response-x", form, minutes_ago=5)
     resume_flow_run(run_id, run_input=form)
@@ -556,17 +548,9 @@ def test_ui_login_holder_planting_a_form_answer_cannot_revive_an_expired_code(st
 
 @pytest.mark.prefect
 def test_ui_login_holder_guessing_codes_in_the_ui_form_gets_the_reviewer_locked(stack):
-    from flows.review import request_review
-    from review_helpers import review_run_id
-
     prefect_stack, store = stack
     settings = prefect_stack.settings
-    item = unique("brute")
-    version_id = new_version(settings, store, item, "title: 暴力猜码\nauthor: 张三\nchannels: [web]")
-    reviewer = unique("ed")
-    enroll(store, settings, reviewer, "编辑", ["editor"])
-    request_review(version_id, settings)
-    run_id = review_run_id(item)
+    item, reviewer, run_id = waiting_at_first_review(prefect_stack, store, "brute")
     for n in range(settings.signoff_max_failures):
         sign(run_id, f"first-{n}", reviewer, f"{(n * 7919) % 1000000:06d}")
     sign(run_id, f"first-{settings.signoff_max_failures}", reviewer, code_for(settings, reviewer))

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from conftest import fake_aws_credentials, s3_server
 from rongmei import ledger
 from rongmei.cli import app
 from rongmei.errors import LedgerTampered, StoreError
@@ -484,20 +484,13 @@ def test_cli_fails_when_the_checkpoint_file_is_gone(cli_env, store):
 # The S3 anchor -------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with s3_server() as url:
+        yield url
 
 
 @pytest.fixture
 def s3_settings(settings, s3_endpoint, monkeypatch, request) -> Settings:
-    # moto accepts any keys; real ones must never be needed (or picked up) by the tests.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    fake_aws_credentials(monkeypatch)
     bucket = f"ledger-{abs(hash(request.node.name)) % 10**8}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=bucket)
     return settings.model_copy(update={"s3_bucket": bucket, "s3_endpoint_url": s3_endpoint})
@@ -535,9 +528,7 @@ def test_rolling_back_database_and_checkpoint_file_together_is_caught_by_s3(s3_s
 
 
 def test_an_unreachable_s3_never_fails_the_transaction(settings, monkeypatch, caplog):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    fake_aws_credentials(monkeypatch)
     import socket
 
     with socket.socket() as probe:  # a port nobody listens on: connections are refused at once

@@ -621,19 +621,12 @@ def test_public_caches_keep_media_for_an_hour_not_a_year(world, radio):
 
 def test_public_cannot_fetch_withdrawn_media_from_the_bucket(tmp_path, monkeypatch):
     import boto3
-    from moto.server import ThreadedMotoServer
 
+    from conftest import fake_aws_credentials, s3_server
     from rongmei.s3 import S3Target
 
-    for name, value in (("AWS_ACCESS_KEY_ID", "test"), ("AWS_SECRET_ACCESS_KEY", "test"),
-                        ("AWS_DEFAULT_REGION", "us-east-1")):
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
+    fake_aws_credentials(monkeypatch)
+    with s3_server() as endpoint:
         boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="doors")
         target = S3Target("doors", endpoint_url=endpoint, prefix="county")
         audio = tmp_path / "a.mp3"
@@ -649,8 +642,6 @@ def test_public_cannot_fetch_withdrawn_media_from_the_bucket(tmp_path, monkeypat
         target.withdraw(key)  # withdrawing twice is not an error
         assert target.keys(f"media/{'ab' * 32}") == [other]
         assert requests.get(f"{endpoint}/doors/county/{key}", timeout=10).status_code == 404
-    finally:
-        server.stop()
 
 
 def test_retraction_cannot_withdraw_or_list_outside_the_root(world):

@@ -9,8 +9,8 @@ from pathlib import Path
 import boto3
 import pytest
 import requests
-from moto.server import ThreadedMotoServer
 
+from conftest import fake_aws_credentials, s3_server
 from rongmei.distribution import CACHE_MEDIA, CACHE_SHORT, target_from_settings
 from rongmei.errors import PublishError
 from rongmei.s3 import S3Target, upload_order
@@ -21,20 +21,13 @@ BUCKET = "rongmei-site"
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+    with s3_server() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)
 def fake_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
-    # moto accepts any keys; real ones must never be needed (or picked up) by the tests.
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    fake_aws_credentials(monkeypatch)
 
 
 @pytest.fixture

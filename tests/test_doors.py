@@ -259,6 +259,26 @@ def test_desk_head_retraction_withdraws_media_and_previews_and_the_approved_vers
     assert done.details["media_withdrawn"] == [f"media/{own_name}"] and done.details["previews_removed"] == 1
 
 
+def test_desk_head_retraction_that_died_after_its_first_step_is_completed_by_a_rerun(settings, store):
+    from rongmei.publishing import withdraw_from_store
+    from rongmei.retraction import retract_item_everywhere
+
+    version_id = new_version(settings, store, "halfway", "title: 撤稿中断\nauthor: 张三\nchannels: [web]", "原文。")
+    sign_all_stages(store, settings, version_id)
+    assert deliver(store, settings, version_id, "web").state == "succeeded"
+    withdraw_from_store(store, "halfway", "内容有误", "reviewer:desk")  # the process dies right after this commit
+    page = settings.site_dir / "articles" / "halfway" / "index.html"
+    assert "原文" in page.read_text(encoding="utf-8")  # still on the channel…
+    assert deliver(store, settings, version_id, "web").state == "refused"  # …but nothing can send it again
+    first = retract_item_everywhere(store, settings, "halfway", "内容有误", "reviewer:desk")  # the re-run
+    again = retract_item_everywhere(store, settings, "halfway", "内容有误", "reviewer:desk")
+    assert [(r.channel, r.state, r.already_done) for r in first] == [("web", "succeeded", False)]
+    assert [(r.channel, r.already_done) for r in again] == [("web", True)]  # the channel was not called twice
+    assert "原文" not in page.read_text(encoding="utf-8")
+    retracts = [d for d in deliveries(store, "halfway") if d.action == "retract"]
+    assert len(retracts) == 1 and retracts[0].attempts == 1
+
+
 def test_retraction_settles_an_unconfirmed_wechat_submit_then_deletes_the_article(settings, store):
     from publishers import Registry
     from publishers.wechat import WeChatPublisher

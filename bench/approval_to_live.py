@@ -5,8 +5,8 @@
 Starts the same stack as `rongmei up` (Prefect server, deployments from prefect.yaml, the warm-start server, a
 process worker, the distribution server) in a temporary data dir and takes every item through 初审 and 复审.
 Then, one item at a time, it times the final sign-off until GET /articles/<id>/ answers 200: first `--items`
-items with warm start (flow runs forked from `rongmei.warmstart`), then `--cold-items` items after stopping the
-warm server, where each run starts as its own `python -m rongmei.launch` process (the deployment check, then
+items with warm start (flow runs forked from `rongmei.runtime.warmstart`), then `--cold-items` items after stopping the
+warm server, where each run starts as its own `python -m rongmei.runtime.launch` process (the deployment check, then
 Prefect's engine in the same process): the raw way, in the same run. For every item it also prints when the run reached each state after the click (Resuming = the
 server took the sign-off, Pending = a worker picked it up, Running = the engine started it).
 
@@ -64,10 +64,10 @@ def main() -> None:
         import requests
 
         from conftest import PREFECT_PORT, PrefectStack, free_port, write_drop
-        from rongmei.reviewers import enroll
-        from rongmei.server import serve_in_thread
-        from rongmei.settings import Settings
-        from rongmei.store import Store
+        from rongmei.core.settings import Settings
+        from rongmei.distribution.server import serve_in_thread
+        from rongmei.review.reviewers import enroll
+        from rongmei.storage.store import Store
 
         settings = Settings()
         for sub in ("inbox", "archive", "rejected", "returned"):
@@ -123,7 +123,7 @@ def main() -> None:
                     print(f"approval → live, {mode} start, {len(values)} items: {summary(values)}")
             if timings["warm"] and timings["cold"]:
                 ratio = statistics.median(timings["warm"]) / statistics.median(timings["cold"])
-                print(f"warm / cold (raw `python -m rongmei.launch` per run) p50 ratio: {ratio:.2f}")
+                print(f"warm / cold (raw `python -m rongmei.runtime.launch` per run) p50 ratio: {ratio:.2f}")
             print(f"Prefect server database: {args.prefect_db}; target: p50 <= 3 s with warm start")
         finally:
             stack.stop()

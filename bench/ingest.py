@@ -20,8 +20,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("RONGMEI_CONFIG", "/nonexistent/rongmei.toml")
 
-from rongmei.settings import Lexicon, Settings
-from rongmei.store import Store
+from rongmei.core.settings import Lexicon, Settings
+from rongmei.storage.store import Store
 
 WORDS = ["全旗", "秋粮", "丰收", "牧民", "草原", "防火", "供热", "通知", "乡村振兴", "合作社", "旅游", "那达慕", "学校", "医院", "道路", "建设", "生态", "治理"]
 
@@ -61,7 +61,7 @@ def main() -> None:
         os.environ["RONGMEI_DATA_DIR"] = str(settings.data_dir)
         os.environ["RONGMEI_LEXICON__FORBIDDEN"] = '["赌博网站"]'
         if args.prefect:
-            from rongmei.up import Stack, start_prefect
+            from rongmei.runtime.up import Stack, start_prefect
 
             stack = Stack(settings)
             api = start_prefect(stack, settings, 4299)
@@ -76,7 +76,7 @@ def main() -> None:
                 stack.stop()
             stored = sum(1 for r in results if r["status"] == "ingested")
         else:
-            from rongmei.ingest import ingest_inbox
+            from rongmei.intake.ingest import ingest_inbox
 
             start = time.perf_counter()
             outcomes = ingest_inbox(settings, store)

@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from rongmei.core.media_settings import MediaSettings
 from rongmei.renditions import audio, video
-from rongmei.renditions.config import MediaSettings
 from rongmei.renditions.ffmpeg import ffmpeg_exe
 from rongmei.renditions.probe import probe
 

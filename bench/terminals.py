@@ -32,10 +32,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from publishers.base import Playable
-from rongmei.distribution import DirectoryTarget
-from rongmei.settings import Settings
-from rongmei.store import Play, Store, Terminal
-from rongmei.terminals import hash_token, replace_grants
+from rongmei.core.settings import Settings
+from rongmei.distribution.terminals import hash_token, replace_grants
+from rongmei.storage.store import Play, Store, Terminal
+from rongmei.targets.directory import DirectoryTarget
 
 GROUPS = 20
 ZONES = 50
@@ -74,7 +74,7 @@ def enroll(settings: Settings, count: int) -> list[str]:
     with store.session() as session:
         session.add_all(Terminal(id=f"t{i:05d}", token_hash=hash_token(tok), group="bench")
                         for i, tok in enumerate(tokens))
-        # Plays count only for what the terminals were given (rongmei.terminals): give them the bench item.
+        # Plays count only for what the terminals were given (rongmei.distribution.terminals): give them the bench item.
         replace_grants(session, item_id="bench-item", version_id=1, channel="screens",
                        playables=[Playable("group:bench", SHA)], now=datetime(2020, 1, 1, tzinfo=UTC), until=None)
     store.engine.dispose()
@@ -238,7 +238,7 @@ def start_ours(settings: Settings, port: int, log_dir: Path) -> subprocess.Popen
     env = dict(os.environ, RONGMEI_CONFIG="/nonexistent/rongmei.toml", RONGMEI_DATA_DIR=str(settings.data_dir),
                RONGMEI_SERVER_PORT=str(port), RONGMEI_SERVER_HOST="127.0.0.1")
     out = open(log_dir / "rongmei-server.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "rongmei.server"], env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen([sys.executable, "-m", "rongmei.distribution.server"], env=env, stdout=out, stderr=subprocess.STDOUT)
     wait_until_listening(port, proc, "rongmei server")
     return proc
 

@@ -12,7 +12,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from rongmei.feeds import (
+from rongmei.core.settings import Settings, load_settings
+from rongmei.intake.feeds import (
     READ_TIMEOUT,
     FeedSourceConfig,
     PullResult,
@@ -21,8 +22,7 @@ from rongmei.feeds import (
     health_markdown,
     pull_source,
 )
-from rongmei.settings import Settings, load_settings
-from rongmei.store import Store
+from rongmei.storage.store import Store
 
 
 @task(name="pull feed", cache_policy=NO_CACHE, task_run_name="pull {source.name}")

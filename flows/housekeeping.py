@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from prefect import flow, get_run_logger
 
-from rongmei.publishing import registry_for
-from rongmei.settings import load_settings
+from publishers import registry_for
+from rongmei.core.settings import load_settings
 
 
 @flow(name="housekeeping", log_prints=False)

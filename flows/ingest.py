@@ -10,11 +10,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from rongmei.bundles import Drop, escape_name
-from rongmei.errors import RongmeiError
-from rongmei.ingest import Outcome, ingest_drop, settled_drops
-from rongmei.settings import Settings, load_settings
-from rongmei.store import Store
+from rongmei.core.errors import RongmeiError
+from rongmei.core.settings import Settings, load_settings
+from rongmei.intake.bundles import Drop, escape_name
+from rongmei.intake.ingest import Outcome, ingest_drop, settled_drops
+from rongmei.storage.store import Store
 
 
 @task(name="take in drop", cache_policy=NO_CACHE, task_run_name="take in {drop.name}")

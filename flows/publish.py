@@ -2,7 +2,7 @@
 
 One delivery per (version, channel, action): a re-run publishes nothing twice, a failing channel never
 blocks the others, and transient failures retry with backoff. Anyone with the Prefect UI login can start
-this deployment with any version id, so the run first passes the delivery gate (rongmei.gate): a version
+this deployment with any version id, so the run first passes the delivery gate (rongmei.delivery.gate): a version
 that is not signed off in every stage, or was retracted, superseded, returned or rejected, fails the run
 with the reason, recorded in the ledger, and reaches no channel (each delivery checks the gate again).
 """
@@ -19,9 +19,9 @@ from prefect.futures import wait
 from prefect.runtime import task_run
 from prefect.tasks import exponential_backoff
 
-from rongmei.errors import PublishError
-from rongmei.gate import current_caller
-from rongmei.publishing import (
+from rongmei.core.errors import PublishError
+from rongmei.core.settings import load_settings
+from rongmei.delivery.deliveries import (
     DeliveryResult,
     check_release,
     deliver,
@@ -31,8 +31,8 @@ from rongmei.publishing import (
     results_table,
     settle_item_state,
 )
-from rongmei.settings import load_settings
-from rongmei.store import Store
+from rongmei.delivery.gate import current_caller
+from rongmei.storage.store import Store
 
 
 @task(name="deliver", cache_policy=NO_CACHE, task_run_name="{action} → {channel}")

@@ -1,6 +1,6 @@
 """Reach report (传播监测反馈, issue 7): daily and on demand, how far each item went on every channel.
 
-Gathers web page views, WeChat reads/shares/likes and proof-of-play counts (rongmei.reach), then leaves on
+Gathers web page views, WeChat reads/shares/likes and proof-of-play counts (rongmei.reach.report), then leaves on
 the run a table artifact (per item), a Markdown summary, and a PNG chart plus CSVs under
 `data_dir/reports/<run date>/` (private: the summary names them by path).
 """
@@ -14,7 +14,8 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from rongmei.reach import (
+from rongmei.core.settings import Settings, load_settings
+from rongmei.reach.report import (
     ReachReport,
     display_rows,
     gather,
@@ -22,8 +23,7 @@ from rongmei.reach import (
     summary_markdown,
     write_outputs,
 )
-from rongmei.settings import Settings, load_settings
-from rongmei.store import Store
+from rongmei.storage.store import Store
 
 
 @task(name="gather reach", cache_policy=NO_CACHE, retries=2, retry_delay_seconds=30)

@@ -7,11 +7,11 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from rongmei.orchestration import cancel_item_runs
-from rongmei.publishing import DeliveryResult, results_table
-from rongmei.retraction import authorise_retraction, retract_item_everywhere
-from rongmei.settings import load_settings
-from rongmei.store import Store
+from rongmei.core.settings import load_settings
+from rongmei.delivery.deliveries import DeliveryResult, results_table
+from rongmei.delivery.retraction import authorise_retraction, retract_item_everywhere
+from rongmei.runtime.orchestration import cancel_item_runs
+from rongmei.storage.store import Store
 
 
 @task(name="withdraw from channels", cache_policy=NO_CACHE)

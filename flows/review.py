@@ -27,13 +27,13 @@ from prefect.input import RunInput
 from prefect.states import Cancelled
 from pydantic import Field
 
-from rongmei import ledger
-from rongmei.model import ItemState
-from rongmei.prepare import prepare_preview, prepare_renditions
-from rongmei.publishing import embargoed_until
-from rongmei.review import apply_signoff, attempts_so_far, form_description, stage_position
-from rongmei.settings import Settings, load_settings
-from rongmei.store import Store
+from rongmei.core.model import ItemState
+from rongmei.core.settings import Settings, load_settings
+from rongmei.delivery.deliveries import build_release, embargoed_until
+from rongmei.review.prepare import prepare_preview, prepare_renditions
+from rongmei.review.signoff import apply_signoff, attempts_so_far, form_description, stage_position
+from rongmei.storage import ledger
+from rongmei.storage.store import Store
 
 REVIEW_DEPLOYMENT = "review/review"
 PUBLISH_DEPLOYMENT = "publish/publish"
@@ -62,7 +62,7 @@ def prepare_for_review(version_id: int) -> None:
 
     if prepare_renditions(store, settings, version_id, progress):
         logger.warning("渲染结果与上次不同：此前的签字不再有效，需重新审核")
-    prepare_preview(store, settings, version_id)
+    prepare_preview(store, settings, version_id, build_release(store, version_id))
 
 
 def set_stage_tags(item_id: str, stage: str) -> None:

@@ -13,6 +13,8 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 
 from publishers.base import Publisher
+from rongmei.core.model import ItemMeta
+from rongmei.core.settings import Settings
 
 log = logging.getLogger(__name__)
 GROUP = "rongmei.publishers"
@@ -47,3 +49,24 @@ def _from_entry_points() -> Registry:
             continue
         registry.publishers[ep.name] = cls
     return registry
+
+
+def registry_for(settings: Settings) -> Registry:
+    extra: dict[str, type[Publisher]] = {}
+    errors: dict[str, str] = {}
+    for name, target in settings.extra_publishers.items():
+        module_name, _, attr = target.partition(":")
+        try:
+            module = __import__(module_name, fromlist=[attr])
+            extra[name] = getattr(module, attr)
+        except Exception as exc:  # a broken local plugin is reported, not fatal
+            errors[name] = f"{type(exc).__name__}: {exc}"
+    registry = load_publishers(extra)
+    registry.errors.update(errors)
+    return registry
+
+
+def channels_of(meta: ItemMeta, settings: Settings) -> list[str]:
+    if meta.channels:
+        return [str(c) for c in meta.channels]
+    return list(settings.default_channels.get(str(meta.kind), ["web"]))

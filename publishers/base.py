@@ -16,9 +16,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rongmei.errors import PublishError
-from rongmei.model import CheckResult, ItemMeta
-from rongmei.settings import Settings
+from rongmei.core.errors import PublishError
+from rongmei.core.model import CheckResult, ItemMeta
+from rongmei.core.settings import Settings
 
 __all__ = ["Capabilities", "Correction", "Playable", "PublishError", "Publisher", "Receipt", "Release"]
 

@@ -20,20 +20,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from publishers.base import Publisher, Release
-from rongmei.distribution import Target, target_from_settings
-from rongmei.errors import PublishError
-from rongmei.settings import Settings
+from rongmei.core.errors import PublishError
+from rongmei.core.files import MIME_EXTENSIONS
+from rongmei.core.settings import Settings
+from rongmei.targets.base import Target
+from rongmei.targets.selection import target_from_settings
 
 Clock = Callable[[], datetime]
 # Fields that change on every write and so must not count as "the manifest changed".
 VOLATILE_FIELDS = ("manifest_version", "generated_at")
-MIME_EXTENSIONS = {
-    "audio/mpeg": "mp3",
-    "image/png": "png",
-    "image/jpeg": "jpg",
-    "image/webp": "webp",
-    "video/mp4": "mp4",
-}
 
 
 def utc_now() -> datetime:

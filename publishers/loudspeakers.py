@@ -15,7 +15,7 @@ renditions step (lesson A5.3); the channel only forwards it.
 
 A publish or update receipt carries `playables`: `zone:<village>` and the sha256 of the MP3 for every
 playlist that lists the item after the rebuild, which the delivery layer records as grants so that only
-plays of what a village was given count (rongmei.terminals).
+plays of what a village was given count (rongmei.distribution.terminals).
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ from publishers.channel_state import (
     window_end,
     write_manifest,
 )
-from rongmei.distribution import Target
-from rongmei.errors import ConfigError, PublishError
-from rongmei.model import ItemMeta, Priority
-from rongmei.settings import Settings
-from rongmei.zones import leaf_zones, resolve_zones, zone_name
+from rongmei.core.errors import ConfigError, PublishError
+from rongmei.core.model import ItemMeta, Priority
+from rongmei.core.settings import Settings
+from rongmei.core.zones import leaf_zones, resolve_zones, zone_name
+from rongmei.targets.base import Target
 
 log = logging.getLogger(__name__)
 

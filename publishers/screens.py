@@ -9,7 +9,7 @@ target (lesson B4.1). `screens/<group>/player.html` is the player from assets/pl
 
 A publish or update receipt carries `playables`: `group:<id>` and the sha256 of every file the item depends
 on, for every group whose rebuilt manifest schedules it; the delivery layer records them as grants so that
-only plays of what a group was given count (rongmei.terminals).
+only plays of what a group was given count (rongmei.distribution.terminals).
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from publishers.channel_state import (
     write_manifest,
 )
 from publishers.loudspeakers import numeric_priority
-from rongmei.distribution import Target
-from rongmei.errors import ConfigError, PublishError
-from rongmei.model import Priority
-from rongmei.settings import Settings
-from rongmei.zones import resolve_groups
+from rongmei.core.errors import ConfigError, PublishError
+from rongmei.core.model import Priority
+from rongmei.core.settings import Settings
+from rongmei.core.zones import resolve_groups
+from rongmei.targets.base import Target
 
 log = logging.getLogger(__name__)
 

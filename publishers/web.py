@@ -31,10 +31,12 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from publishers.base import Capabilities, Correction, Receipt, Release
 from publishers.channel_state import AggregatePublisher, Clock, iso, local_zone, parse_time, utc_now
-from rongmei.distribution import DirectoryTarget, Target
-from rongmei.errors import PublishError
-from rongmei.model import Kind
-from rongmei.settings import Settings
+from rongmei.core.errors import PublishError
+from rongmei.core.files import MIME_EXTENSIONS
+from rongmei.core.model import Kind
+from rongmei.core.settings import Settings
+from rongmei.targets.base import Target
+from rongmei.targets.directory import DirectoryTarget
 
 __all__ = ["WebPublisher", "article_key", "article_url", "refresh", "render_preview"]
 
@@ -54,10 +56,6 @@ MEDIA_EXTENSIONS = {
     ".jpg": "jpg", ".jpeg": "jpg", ".png": "png", ".gif": "gif", ".webp": "webp",
     ".mp4": "mp4", ".webm": "webm", ".mp3": "mp3", ".m4a": "m4a", ".aac": "aac", ".ogg": "ogg",
     ".pdf": "pdf",
-}
-MIME_EXTENSIONS = {
-    "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif",
-    "video/mp4": "mp4", "video/webm": "webm", "audio/mpeg": "mp3", "audio/mp4": "m4a", "audio/aac": "aac",
 }
 VIDEO_EXTENSIONS = (".mp4", ".webm")
 AUDIO_EXTENSIONS = (".mp3", ".m4a", ".aac", ".ogg")

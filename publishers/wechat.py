@@ -49,8 +49,8 @@ from publishers.wechat_client import (
     WeChatUnauthorized,
     file_lock,
 )
-from rongmei.model import CheckResult, ItemMeta, Severity
-from rongmei.settings import Settings
+from rongmei.core.model import CheckResult, ItemMeta, Severity
+from rongmei.core.settings import Settings
 
 __all__ = ["WeChatPublisher", "link_footnotes", "make_digest", "prepare_image", "wechat_checks", "wechat_html"]
 log = logging.getLogger(__name__)

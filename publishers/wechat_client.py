@@ -5,7 +5,7 @@ No SDK: the stable wechatpy release lacks draft/freepublish and stable_token. Fa
 (WeChat rejects `\\uXXXX` escapes with 40033); uploads use the multipart field `media`.
 
 Errors are mapped where they enter: each WeChat errcode becomes a `WeChatError` subclass of
-`rongmei.errors.PublishError` whose message says, in Chinese, what happened and what to do. Only token
+`rongmei.core.errors.PublishError` whose message says, in Chinese, what happened and what to do. Only token
 errors are retried here (once, after a refresh); nothing else is retried blindly.
 """
 
@@ -25,8 +25,8 @@ from typing import Any, ClassVar
 
 import requests
 
-from rongmei.errors import ConfigError, PublishError
-from rongmei.settings import WeChatSettings
+from rongmei.core.errors import ConfigError, PublishError
+from rongmei.core.settings import WeChatSettings
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ os.environ["RONGMEI_CONFIG"] = "/nonexistent/rongmei.toml"
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
-from rongmei.pgcluster import PrivateCluster
-from rongmei.settings import Settings
-from rongmei.store import Store
+from rongmei.core.settings import Settings
+from rongmei.runtime.pgcluster import PrivateCluster
+from rongmei.storage.store import Store
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 
@@ -135,8 +135,8 @@ class PrefectStack:
     """A real Prefect server + the deployments from prefect.yaml + a process worker, like `rongmei up`."""
 
     def __init__(self, settings: Settings, port: int, worker_env: dict[str, str] | None = None) -> None:
-        from rongmei.privacy import make_private
-        from rongmei.up import Stack
+        from rongmei.runtime.up import Stack
+        from rongmei.storage.privacy import make_private
 
         make_private(settings)  # as `rongmei up` does first
         self.settings = settings
@@ -148,7 +148,7 @@ class PrefectStack:
         self.worker_env = worker_env or {}
 
     def _start_worker(self) -> None:
-        from rongmei.up import start_worker
+        from rongmei.runtime.up import start_worker
 
         saved = {k: os.environ.get(k) for k in self.worker_env}
         os.environ.update(self.worker_env)
@@ -162,12 +162,12 @@ class PrefectStack:
                     os.environ[key] = value
 
     def start_server(self) -> None:
-        from rongmei.up import start_prefect
+        from rongmei.runtime.up import start_prefect
 
         self.api_url = start_prefect(self.stack, self.settings, self.port)
 
     def deploy_and_work(self) -> None:
-        from rongmei.up import deploy
+        from rongmei.runtime.up import deploy
 
         deploy(self.settings, self.api_url)
         self._start_worker()

@@ -10,8 +10,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
 from prefect.flow_runs import resume_flow_run
 
-from rongmei.reviewers import _load_secrets
-from rongmei.settings import Settings
+from rongmei.core.settings import Settings
+from rongmei.review.reviewers import _load_secrets
 
 
 def code_for(settings: Settings, reviewer_id: str, offset_steps: int = 0) -> str:
@@ -69,9 +69,9 @@ def sign(run_id: UUID, key: str, reviewer: str, code: str, decision: str = "appr
 def sign_all_stages(store, settings: Settings, version_id: int, prefix: str = "") -> list[str]:
     """Sign every configured stage of a version as the review flow does (real codes, distinct reviewers), without
     Prefect. Reviewer ids are made from `prefix` and the version id, so no time step is spent twice."""
-    from rongmei.review import apply_signoff
-    from rongmei.reviewers import enroll
-    from rongmei.store import Reviewer
+    from rongmei.review.reviewers import enroll
+    from rongmei.review.signoff import apply_signoff
+    from rongmei.storage.store import Reviewer
 
     signers = []
     for stage in settings.stages:

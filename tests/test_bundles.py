@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 from conftest import age_tree, write_drop
-from rongmei.bundles import find_drops, is_settled, read_bundle
-from rongmei.model import Kind
+from rongmei.core.model import Kind
+from rongmei.intake.bundles import find_drops, is_settled, read_bundle
 
 
 def test_folder_drop_reads_meta_body_and_files(settings):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from PIL import Image
 
-from rongmei.checks import run_checks
-from rongmei.model import ItemMeta
-from rongmei.settings import Lexicon
+from rongmei.core.model import ItemMeta
+from rongmei.core.settings import Lexicon
+from rongmei.intake.checks import run_checks
 
 
 def meta(**kw):

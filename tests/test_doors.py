@@ -23,14 +23,14 @@ from typer.testing import CliRunner
 
 from conftest import PREFECT_AUTH, write_drop
 from review_helpers import await_final, await_pause, code_for, review_run_id, sign, sign_all_stages
-from rongmei.bundles import find_drops
-from rongmei.cli import app
-from rongmei.ingest import ingest_drop
-from rongmei.model import ItemState
-from rongmei.publishing import deliver
-from rongmei.review import apply_signoff, form_description
-from rongmei.reviewers import _load_secrets, current_code, enroll, set_active
-from rongmei.store import Delivery, Item, LedgerEntry, Reviewer, SignOff, Store, Version
+from rongmei.cli.commands import app
+from rongmei.core.model import ItemState
+from rongmei.delivery.deliveries import build_release, deliver
+from rongmei.intake.bundles import find_drops
+from rongmei.intake.ingest import ingest_drop
+from rongmei.review.reviewers import _load_secrets, current_code, enroll, set_active
+from rongmei.review.signoff import apply_signoff, form_description
+from rongmei.storage.store import Delivery, Item, LedgerEntry, Reviewer, SignOff, Store, Version
 
 IS_ROOT = os.geteuid() == 0
 
@@ -215,9 +215,9 @@ def test_anyone_running_demo_code_outside_demo_mode_is_refused(settings, store):
 
 # Retraction -----------------------------------------------------------------------------------------------------
 def test_desk_head_retraction_withdraws_media_and_previews_and_the_approved_version(settings, store):
-    from rongmei.prepare import prepare_preview
-    from rongmei.retraction import retract_item_everywhere
-    from rongmei.server import serve_in_thread
+    from rongmei.delivery.retraction import retract_item_everywhere
+    from rongmei.distribution.server import serve_in_thread
+    from rongmei.review.prepare import prepare_preview
 
     shared, own = png((10, 120, 200)), png((200, 40, 40))
     settings.settle_seconds = 0
@@ -229,7 +229,7 @@ def test_desk_head_retraction_withdraws_media_and_previews_and_the_approved_vers
     for version_id, prefix in ((first, "a"), (other, "b")):
         sign_all_stages(store, settings, version_id, prefix=prefix)
         assert deliver(store, settings, version_id, "web").state == "succeeded"
-    token = prepare_preview(store, settings, first)
+    token = prepare_preview(store, settings, first, build_release(store, first))
     later = new_version(settings, store, "gone-2", "id: gone\ntitle: 定时的新版本\nauthor: 张三\nchannels: [web]\n"
                         "publish_at: 2099-01-01T08:00")
     sign_all_stages(store, settings, later, prefix="c")  # approved, waiting for its embargo
@@ -260,8 +260,8 @@ def test_desk_head_retraction_withdraws_media_and_previews_and_the_approved_vers
 
 
 def test_desk_head_retraction_that_died_after_its_first_step_is_completed_by_a_rerun(settings, store):
-    from rongmei.publishing import withdraw_from_store
-    from rongmei.retraction import retract_item_everywhere
+    from rongmei.delivery.deliveries import withdraw_from_store
+    from rongmei.delivery.retraction import retract_item_everywhere
 
     version_id = new_version(settings, store, "halfway", "title: 撤稿中断\nauthor: 张三\nchannels: [web]", "原文。")
     sign_all_stages(store, settings, version_id)
@@ -282,8 +282,8 @@ def test_desk_head_retraction_that_died_after_its_first_step_is_completed_by_a_r
 def test_retraction_settles_an_unconfirmed_wechat_submit_then_deletes_the_article(settings, store):
     from publishers import Registry
     from publishers.wechat import WeChatPublisher
-    from rongmei.retraction import retract_item_everywhere
-    from rongmei.settings import WeChatSettings
+    from rongmei.core.settings import WeChatSettings
+    from rongmei.delivery.retraction import retract_item_everywhere
     from standins.wechat import start_standin
 
     class QuickWeChat(WeChatPublisher):
@@ -350,7 +350,7 @@ def run_publish_deployment(version_id: int):
 
 def versions_in_state(settings, store, state: str) -> tuple[str, int]:
     """An item whose version is in `state`, made the way the pipeline makes it."""
-    from rongmei.retraction import retract_item_everywhere
+    from rongmei.delivery.retraction import retract_item_everywhere
 
     item = unique(state)
     front = f"title: 状态{state}\nauthor: 张三\nchannels: [web]"
@@ -397,8 +397,8 @@ def test_ui_login_holder_cannot_get_a_retracted_embargoed_item_out(stack):
     from prefect.client.orchestration import get_client
 
     from flows.review import start_publication
-    from rongmei.orchestration import cancel_item_runs
-    from rongmei.retraction import retract_item_everywhere
+    from rongmei.delivery.retraction import retract_item_everywhere
+    from rongmei.runtime.orchestration import cancel_item_runs
 
     prefect_stack, store = stack
     settings = prefect_stack.settings
@@ -444,7 +444,7 @@ def test_ui_login_holder_cannot_run_a_shell_command_through_job_variables(stack,
     from prefect.client.schemas.actions import WorkPoolUpdate
     from prefect.exceptions import PrefectHTTPStatusError
 
-    from rongmei.workpool import base_job_template
+    from rongmei.runtime.workpool import base_job_template
 
     marker = tmp_path / "pwned"
     evil = {"command": f"sh -c 'touch {marker}'", "env": {"PYTHONPATH": str(tmp_path)}, "working_dir": str(tmp_path)}
@@ -603,7 +603,7 @@ def test_other_local_user_cannot_read_the_service_files_or_its_prefect_database(
 
 
 def test_make_private_closes_an_older_data_dir(settings, store):
-    from rongmei.privacy import make_private
+    from rongmei.storage.privacy import make_private
 
     for path in (settings.data_dir, settings.data_dir / "logs"):
         path.mkdir(parents=True, exist_ok=True)
@@ -619,7 +619,7 @@ def test_make_private_closes_an_older_data_dir(settings, store):
 
 
 def test_operator_setting_prefects_own_auth_string_is_honoured(settings, monkeypatch):
-    from rongmei.up import api_auth
+    from rongmei.runtime.up import api_auth
 
     monkeypatch.delenv("PREFECT_API_AUTH_STRING", raising=False)
     generated, where = api_auth(settings)

@@ -20,9 +20,10 @@ from sqlalchemy import select
 
 from conftest import age_tree, write_drop
 from publishers.base import Capabilities, Publisher, PublishError
-from rongmei.bundles import UnsafeFile, find_drops, read_bundle, unsafe_name
-from rongmei.ingest import STUCK, ingest_inbox, unique_path
-from rongmei.store import LedgerEntry, Store, Version
+from rongmei.core.files import unique_path
+from rongmei.intake.bundles import UnsafeFile, find_drops, read_bundle, unsafe_name
+from rongmei.intake.ingest import STUCK, ingest_inbox
+from rongmei.storage.store import LedgerEntry, Store, Version
 
 GOOD = "title: 好稿\nauthor: 李四\nchannels: [web]"
 

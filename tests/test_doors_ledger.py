@@ -28,11 +28,11 @@ from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
 from conftest import fake_aws_credentials, s3_server
-from rongmei import ledger
-from rongmei.cli import app
-from rongmei.errors import LedgerTampered, StoreError
-from rongmei.settings import Settings
-from rongmei.store import Base, LedgerEntry, Store
+from rongmei.cli.commands import app
+from rongmei.core.errors import LedgerTampered, StoreError
+from rongmei.core.settings import Settings
+from rongmei.storage import ledger
+from rongmei.storage.store import Base, LedgerEntry, Store
 
 FIELDS = ("at", "actor", "action", "item_id", "version", "content_hash", "details", "prev_hash", "hash")
 
@@ -406,8 +406,8 @@ def test_deleting_the_key_does_not_make_the_ledger_unkeyed(backend):
 WRITER = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from rongmei import ledger
-    from rongmei.store import Store
+    from rongmei.storage import ledger
+    from rongmei.storage.store import Store
 
     url, blob_dir, go, name, count = sys.argv[1:]
     store = Store(url, Path(blob_dir))
@@ -535,7 +535,7 @@ def test_an_unreachable_s3_never_fails_the_transaction(settings, monkeypatch, ca
         probe.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{probe.getsockname()[1]}"
     store = Store.from_settings(settings.model_copy(update={"s3_bucket": "gone", "s3_endpoint_url": dead}))
-    with caplog.at_level(logging.WARNING, logger="rongmei.ledger"):
+    with caplog.at_level(logging.WARNING, logger="rongmei.storage.ledger"):
         fill(store, 2)
     with store.session() as s:
         assert ledger.count(s) == 2

@@ -1,7 +1,7 @@
 """Every door guarded: what a terminal holding a valid token, and the public, try against the distribution
 server, over real HTTP on 127.0.0.1 with the real loudspeaker and screen publishers.
 
-Where a test publishes, it records the receipt's grants as the delivery layer (rongmei.publishing) does in
+Where a test publishes, it records the receipt's grants as the delivery layer (rongmei.delivery.deliveries) does in
 the transaction of a successful delivery (`World.deliver`), so the checks run against what was given.
 """
 
@@ -37,11 +37,12 @@ from test_loudspeakers_support import (
 from publishers.base import Playable, Publisher, Receipt, Release
 from publishers.loudspeakers import LoudspeakerPublisher
 from publishers.screens import ScreenPublisher
-from rongmei.distribution import CACHE_MEDIA, WITHDRAWN_DIR, DirectoryTarget
-from rongmei.reach import play_counts
-from rongmei.settings import Settings
-from rongmei.store import Play, RefusedPlay, Store
-from rongmei.terminals import MAX_BATCH_BYTES, end_grants, enroll_terminal, replace_grants
+from rongmei.core.settings import Settings
+from rongmei.distribution.terminals import MAX_BATCH_BYTES, end_grants, enroll_terminal, replace_grants
+from rongmei.reach.report import play_counts
+from rongmei.storage.store import Play, RefusedPlay, Store
+from rongmei.targets.base import CACHE_MEDIA, WITHDRAWN_DIR
+from rongmei.targets.directory import DirectoryTarget
 
 HEADER_TIMEOUT = 1.0  # small in the tests; the waits below allow 30 s for what it should cause
 CLOSE_DEADLINE = 30.0
@@ -623,7 +624,7 @@ def test_public_cannot_fetch_withdrawn_media_from_the_bucket(tmp_path, monkeypat
     import boto3
 
     from conftest import fake_aws_credentials, s3_server
-    from rongmei.s3 import S3Target
+    from rongmei.targets.s3 import S3Target
 
     fake_aws_credentials(monkeypatch)
     with s3_server() as endpoint:
@@ -645,7 +646,7 @@ def test_public_cannot_fetch_withdrawn_media_from_the_bucket(tmp_path, monkeypat
 
 
 def test_retraction_cannot_withdraw_or_list_outside_the_root(world):
-    from rongmei.errors import PublishError
+    from rongmei.core.errors import PublishError
 
     (world.settings.data_dir / "secret.txt").write_text("keep")
     target = DirectoryTarget(world.settings.site_dir)

@@ -11,11 +11,11 @@ from sqlalchemy import select
 from conftest import write_drop
 from flows.ingest import ingest
 from review_helpers import await_final, code_for, review_run_id, sign
-from rongmei import ledger
-from rongmei.model import SHANGHAI
-from rongmei.publishing import embargoed_until
-from rongmei.reviewers import enroll
-from rongmei.store import Delivery, LedgerEntry, Store
+from rongmei.core.model import SHANGHAI
+from rongmei.delivery.deliveries import embargoed_until
+from rongmei.review.reviewers import enroll
+from rongmei.storage import ledger
+from rongmei.storage.store import Delivery, LedgerEntry, Store
 
 pytestmark = pytest.mark.prefect
 
@@ -65,7 +65,7 @@ def test_embargo_rule_ignores_emergencies(store, settings):
     write_drop(settings.inbox, "emer", f"title: 应急\nauthor: 张三\nchannels: [web]\npriority: emergency\n"
                                        f"publish_at: {future.isoformat()}")
     write_drop(settings.inbox, "held", f"title: 定时\nauthor: 张三\nchannels: [web]\npublish_at: {future.isoformat()}")
-    from rongmei.ingest import ingest_inbox
+    from rongmei.intake.ingest import ingest_inbox
 
     ids = {o.item_id: o.version_id for o in ingest_inbox(settings, store)}
     assert embargoed_until(store, ids["emer"]) is None
@@ -96,7 +96,7 @@ def test_correction_reaches_every_channel_that_had_the_item(people, prefect_stac
 
 def test_retract_flow_needs_a_desk_heads_code(people, prefect_stack):
     from flows.retract import retract
-    from rongmei.errors import SignOffRefused
+    from rongmei.core.errors import SignOffRefused
 
     settings, store = people
     with pytest.raises(SignOffRefused):

@@ -13,8 +13,10 @@ import pytest
 from feed_server import FeedServer, feed_server
 from sqlalchemy import func, select
 
-from rongmei.bundles import find_drops
-from rongmei.feeds import (
+from rongmei.core.model import ItemMeta
+from rongmei.core.settings import Settings
+from rongmei.intake.bundles import find_drops
+from rongmei.intake.feeds import (
     FeedEntry,
     FeedSourceConfig,
     configured_sources,
@@ -25,10 +27,8 @@ from rongmei.feeds import (
     pull_source,
     write_drop,
 )
-from rongmei.ledger import verify
-from rongmei.model import ItemMeta
-from rongmei.settings import Settings
-from rongmei.store import LedgerEntry, Store
+from rongmei.storage.ledger import verify
+from rongmei.storage.store import LedgerEntry, Store
 
 FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
 
@@ -246,7 +246,7 @@ def test_gbk_characters_in_a_feed_declared_gb2312(server: FeedServer, settings: 
 
 
 def test_write_drop_never_overwrites(settings: Settings) -> None:
-    from rongmei.feeds import Reprint
+    from rongmei.intake.feeds import Reprint
 
     reprint = Reprint(key="k", item_id="reprint-000000000001", meta={"id": "reprint-000000000001", "title": "甲",
                       "author": "乙"}, body="正文\n", link="")
@@ -286,7 +286,7 @@ def test_html_helpers() -> None:
 
 def test_reprint_drops_pass_the_real_ingest(server: FeedServer, settings: Settings, store: Store) -> None:
     """The drops are well-formed for the normal ingest: accepted into review, reprint fields kept."""
-    from rongmei.ingest import ingest_drop, settled_drops
+    from rongmei.intake.ingest import ingest_drop, settled_drops
 
     # A channel that surely loads (the built-in ones are registered by other modules of the project).
     settings = settings.model_copy(update={"extra_publishers": {"flaky": "plugins.testchannels:FlakyPublisher"}})
@@ -328,7 +328,7 @@ def test_unwritable_inbox_is_a_recorded_failure(server: FeedServer, tmp_path: Pa
 def test_tables_are_created_for_an_older_database(tmp_path: Path) -> None:
     from sqlalchemy import inspect
 
-    from rongmei.store import Base
+    from rongmei.storage.store import Base
 
     older = Store(f"sqlite:///{tmp_path / 'old.db'}", tmp_path / "blobs")
     Base.metadata.create_all(older.engine, tables=[t for t in Base.metadata.sorted_tables if not t.name.startswith("feed_")])

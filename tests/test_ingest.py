@@ -12,9 +12,9 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from conftest import age_tree, write_drop
-from rongmei import ledger
-from rongmei.ingest import ingest_inbox
-from rongmei.store import Version
+from rongmei.intake.ingest import ingest_inbox
+from rongmei.storage import ledger
+from rongmei.storage.store import Version
 
 
 def all_files(root: Path) -> set[str]:
@@ -95,12 +95,12 @@ def test_kill_during_ingest_then_rerun_leaves_exactly_one_version(settings, stor
                    files={"clip.bin": big + bytes([i]), "b.txt": b"b" * i})
     expected = {n: {"index.md", "clip.bin", "b.txt"} for n in names}
     for delay in (0.9, 1.2, 1.5, 1.8, 2.2):
-        proc = subprocess.Popen([sys.executable, "-m", "rongmei.cli", "ingest"], env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "rongmei.cli.commands", "ingest"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    subprocess.run([sys.executable, "-m", "rongmei.cli", "ingest"], env=env, check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "rongmei.cli.commands", "ingest"], env=env, check=True, capture_output=True)
     with store.session() as s:
         counts = dict(s.execute(select(Version.item_id, func.count()).group_by(Version.item_id)).all())
         assert ledger.verify(s).ok

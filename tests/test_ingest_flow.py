@@ -8,7 +8,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from conftest import write_drop
 from flows.ingest import ingest
-from rongmei.store import Store
+from rongmei.storage.store import Store
 
 pytestmark = pytest.mark.prefect
 

@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import delete, select, update
 from typer.testing import CliRunner
 
-from rongmei import ledger
-from rongmei.cli import app
-from rongmei.store import LedgerEntry
+from rongmei.cli.commands import app
+from rongmei.storage import ledger
+from rongmei.storage.store import LedgerEntry
 
 
 def fill(store, n=5):

@@ -28,11 +28,11 @@ from test_loudspeakers_support import (
 
 from publishers.base import Receipt
 from publishers.loudspeakers import LoudspeakerPublisher, numeric_priority
-from rongmei.errors import ConfigError, PublishError
-from rongmei.model import ItemMeta, Severity
-from rongmei.settings import Settings
-from rongmei.terminal_sim import due_now
-from rongmei.zones import leaf_zones, resolve_zones, zone_problems
+from rongmei.core.errors import ConfigError, PublishError
+from rongmei.core.model import ItemMeta, Severity
+from rongmei.core.settings import Settings
+from rongmei.core.zones import leaf_zones, resolve_zones, zone_problems
+from rongmei.distribution.terminal_sim import due_now
 
 
 @pytest.fixture

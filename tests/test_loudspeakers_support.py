@@ -19,10 +19,10 @@ from PIL import Image, ImageDraw
 from sqlalchemy import select
 
 from publishers.base import Release
-from rongmei.model import SHANGHAI, ItemMeta
-from rongmei.server import serve_in_thread
-from rongmei.settings import ScreenGroup, Settings, Zone
-from rongmei.store import Play, Store
+from rongmei.core.model import SHANGHAI, ItemMeta
+from rongmei.core.settings import ScreenGroup, Settings, Zone
+from rongmei.distribution.server import serve_in_thread
+from rongmei.storage.store import Play, Store
 
 COUNTY, BAYAN, HONGQI, XINHUA, WULAN, BAOLIGE, WULAN_GACHA = (
     "150121", "150121101", "150121101201", "150121101202", "150121102", "150121102201", "150121102202")
@@ -120,7 +120,7 @@ def make_release(blobs: Blobs, item_id: str, renditions: dict[str, dict[str, Any
 
 # Distribution server --------------------------------------------------------------------------------------
 class Site:
-    """The real distribution server (rongmei.server) on an ephemeral port, which a test can take down and
+    """The real distribution server (rongmei.distribution.server) on an ephemeral port, which a test can take down and
     bring back on the same port to play an outage."""
 
     def __init__(self, settings: Settings, store: Store) -> None:

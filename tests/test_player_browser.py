@@ -22,9 +22,9 @@ from test_loudspeakers_support import (
 from conftest import ARTIFACTS
 from publishers.base import Receipt
 from publishers.screens import ScreenPublisher
-from rongmei.settings import Settings
-from rongmei.store import Store
-from rongmei.terminals import enroll_terminal, replace_grants
+from rongmei.core.settings import Settings
+from rongmei.distribution.terminals import enroll_terminal, replace_grants
+from rongmei.storage.store import Store
 
 pytestmark = pytest.mark.browser
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

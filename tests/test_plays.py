@@ -15,11 +15,10 @@ import requests
 from sqlalchemy import func, select
 
 from publishers.base import Playable
-from rongmei.errors import StoreError
-from rongmei.server import RunningServer, serve_in_thread
-from rongmei.settings import Settings
-from rongmei.store import Play, Store, Terminal
-from rongmei.terminals import (
+from rongmei.core.errors import StoreError
+from rongmei.core.settings import Settings
+from rongmei.distribution.server import RunningServer, serve_in_thread
+from rongmei.distribution.terminals import (
     MAX_PLAYS,
     PlayOutcome,
     authenticate,
@@ -29,6 +28,7 @@ from rongmei.terminals import (
     record_plays,
     replace_grants,
 )
+from rongmei.storage.store import Play, Store, Terminal
 
 SHA = hashlib.sha256(b"audio").hexdigest()
 T0 = datetime(2025, 6, 1, 7, 0, tzinfo=timezone(timedelta(hours=8)))
@@ -80,9 +80,9 @@ def test_token_is_returned_once_and_only_its_hash_is_stored(store):
 
 
 def test_assignment_is_checked_against_the_configuration(settings):
-    from rongmei.errors import ConfigError
-    from rongmei.settings import ScreenGroup, Zone
-    from rongmei.terminals import check_assignment
+    from rongmei.core.errors import ConfigError
+    from rongmei.core.settings import ScreenGroup, Zone
+    from rongmei.distribution.terminals import check_assignment
 
     check_assignment(settings, zone="150102001001")  # nothing configured yet: accepted
     configured = settings.model_copy(update={

@@ -14,8 +14,8 @@ import requests
 import sqlalchemy as sa
 
 from conftest import free_port, prefect_auth_header
-from rongmei.settings import Settings
-from rongmei.up import Stack, prefect_database, start_prefect
+from rongmei.core.settings import Settings
+from rongmei.runtime.up import Stack, prefect_database, start_prefect
 
 pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
 

@@ -22,8 +22,11 @@ from PIL import Image
 
 from publishers.base import Playable, Release
 from publishers.wechat import WeChatPublisher
-from rongmei.model import ItemMeta
-from rongmei.reach import (
+from rongmei.core.model import ItemMeta
+from rongmei.core.settings import ScreenGroup, Settings, WeChatSettings, Zone
+from rongmei.distribution.server import serve_in_thread
+from rongmei.distribution.terminals import enroll_terminal, replace_grants
+from rongmei.reach.report import (
     cli_report,
     format_report,
     gather,
@@ -32,10 +35,7 @@ from rongmei.reach import (
     summary_markdown,
     write_outputs,
 )
-from rongmei.server import serve_in_thread
-from rongmei.settings import ScreenGroup, Settings, WeChatSettings, Zone
-from rongmei.store import Delivery, Item, Store, Version
-from rongmei.terminals import enroll_terminal, replace_grants
+from rongmei.storage.store import Delivery, Item, Store, Version
 from standins.wechat import StandIn, start_standin
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

@@ -8,16 +8,16 @@ import pytest
 from PIL import Image, ImageChops
 
 from media_fixtures import make_decompression_bomb, make_image
-from rongmei.model import ItemMeta
+from rongmei.core.media_settings import MediaSettings
+from rongmei.core.model import ItemMeta
+from rongmei.core.settings import Settings
 from rongmei.renditions import MediaError, media_problems, produce_renditions
 from rongmei.renditions.cards import CardText, render_card
-from rongmei.renditions.config import MediaSettings
 from rongmei.renditions.fonts import SC_BOLD, font
 from rongmei.renditions.images import open_image
 from rongmei.renditions.mongolian import draw_vertical, isolated_width, shaped_width
 from rongmei.renditions.textlayout import NO_LINE_END, NO_LINE_START, wrap
-from rongmei.settings import Settings
-from rongmei.store import Store
+from rongmei.storage.store import Store
 
 LONG_TITLE = ("关于做好2026年冬季森林草原防火工作的紧急通知：全旗各苏木镇、嘎查村要在11月26日前完成12.5万亩重点区域巡查，"
               "覆盖率达98.3%以上，确保不发生重大火情，同时做好“三北”防护林（第二期）管护工作并及时上报。") * 2

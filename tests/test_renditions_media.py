@@ -18,7 +18,9 @@ from mutagen.id3 import ID3
 from PIL import Image
 
 from media_fixtures import FFMPEG, make_image, make_speech_like, make_srt, make_video
-from rongmei.model import ItemMeta
+from rongmei.core.media_settings import MediaSettings
+from rongmei.core.model import ItemMeta
+from rongmei.core.settings import Settings
 from rongmei.renditions import (
     MediaError,
     ffmpeg_run_count,
@@ -27,9 +29,7 @@ from rongmei.renditions import (
     probe,
     produce_renditions,
 )
-from rongmei.renditions.config import MediaSettings
-from rongmei.settings import Settings
-from rongmei.store import Store
+from rongmei.storage.store import Store
 
 pytestmark = pytest.mark.media
 

@@ -7,8 +7,8 @@ import pytest
 from conftest import ARTIFACTS, PREFECT_AUTH, write_drop
 from flows.ingest import ingest
 from review_helpers import await_pause, code_for, review_run_id
-from rongmei.reviewers import enroll
-from rongmei.store import Store
+from rongmei.review.reviewers import enroll
+from rongmei.storage.store import Store
 
 pytestmark = [pytest.mark.prefect, pytest.mark.browser]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

@@ -8,9 +8,9 @@ from sqlalchemy import select
 from conftest import write_drop
 from flows.ingest import ingest
 from review_helpers import await_final, await_pause, code_for, review_run_id, sign
-from rongmei import ledger
-from rongmei.reviewers import enroll
-from rongmei.store import Delivery, LedgerEntry, Store
+from rongmei.review.reviewers import enroll
+from rongmei.storage import ledger
+from rongmei.storage.store import Delivery, LedgerEntry, Store
 
 pytestmark = pytest.mark.prefect
 
@@ -115,7 +115,7 @@ def test_restart_while_waiting_still_publishes(team, prefect_stack):
 
 def test_publish_rerun_publishes_nothing_twice_then_retract(team, prefect_stack):
     from flows.publish import publish
-    from rongmei.retraction import retract_item_everywhere
+    from rongmei.delivery.retraction import retract_item_everywhere
 
     settings, store = team
     with store.session() as s:

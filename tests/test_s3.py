@@ -11,10 +11,11 @@ import pytest
 import requests
 
 from conftest import fake_aws_credentials, s3_server
-from rongmei.distribution import CACHE_MEDIA, CACHE_SHORT, target_from_settings
-from rongmei.errors import PublishError
-from rongmei.s3 import S3Target, upload_order
-from rongmei.settings import Settings
+from rongmei.core.errors import PublishError
+from rongmei.core.settings import Settings
+from rongmei.targets.base import CACHE_MEDIA, CACHE_SHORT
+from rongmei.targets.s3 import S3Target, upload_order
+from rongmei.targets.selection import target_from_settings
 
 BUCKET = "rongmei-site"
 

@@ -17,10 +17,10 @@ from sqlalchemy import select
 from conftest import age_tree
 from flows.ingest import ingest
 from review_helpers import await_final, code_for, review_run_id, sign
-from rongmei import ledger
-from rongmei.reviewers import enroll
-from rongmei.server import serve_in_thread
-from rongmei.store import Delivery, Store
+from rongmei.distribution.server import serve_in_thread
+from rongmei.review.reviewers import enroll
+from rongmei.storage import ledger
+from rongmei.storage.store import Delivery, Store
 
 pytestmark = [pytest.mark.prefect, pytest.mark.media]
 SAMPLES = Path(__file__).resolve().parent.parent / "content" / "samples"

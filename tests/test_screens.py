@@ -2,7 +2,7 @@
 against a real HTTP server for both channels (ETag/304, sha256 verification, proof of play).
 
 Plays count only for what a terminal was given, so where a test publishes without the delivery layer it
-records the receipt's grants itself (`granted`), as rongmei.publishing does in the delivery's transaction."""
+records the receipt's grants itself (`granted`), as rongmei.delivery.deliveries does in the delivery's transaction."""
 
 from __future__ import annotations
 
@@ -30,10 +30,9 @@ from test_loudspeakers_support import (
 from publishers.base import Receipt, Release
 from publishers.loudspeakers import LoudspeakerPublisher
 from publishers.screens import PLAYER_ASSET, ScreenPublisher
-from rongmei.errors import PublishError
-from rongmei.settings import Settings
-from rongmei.store import Store
-from rongmei.terminal_sim import (
+from rongmei.core.errors import PublishError
+from rongmei.core.settings import Settings
+from rongmei.distribution.terminal_sim import (
     TerminalState,
     active_schedule,
     play_due,
@@ -42,7 +41,8 @@ from rongmei.terminal_sim import (
     poll_zone,
     report_plays,
 )
-from rongmei.terminals import enroll_terminal, replace_grants
+from rongmei.distribution.terminals import enroll_terminal, replace_grants
+from rongmei.storage.store import Store
 
 
 @pytest.fixture
@@ -207,7 +207,7 @@ def terminal_play(site: Site) -> dict[str, Any]:
 
 
 def test_terminal_sim_command_polls_airs_and_reports_once(sc_settings, blobs, site) -> None:
-    from rongmei.terminal_sim import main
+    from rongmei.distribution.terminal_sim import main
 
     release = make_release(blobs, "now", {"loudspeaker_audio": audio_rendition(blobs)}, zones=[HONGQI],
                            priority="emergency")

@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from rongmei.distribution import CACHE_MEDIA, DirectoryTarget
-from rongmei.server import RunningServer, is_page_view, serve_in_thread
-from rongmei.settings import Settings
+from rongmei.core.settings import Settings
+from rongmei.distribution.server import RunningServer, is_page_view, serve_in_thread
+from rongmei.targets.base import CACHE_MEDIA
+from rongmei.targets.directory import DirectoryTarget
 
 MEDIA = bytes(range(256)) * 2048  # 512 KiB: above the in-memory threshold, so it streams from disk
 MEDIA_KEY = f"media/{hashlib.sha256(MEDIA).hexdigest()}.mp3"

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pyotp
 
 from conftest import write_drop
-from rongmei.ingest import ingest_inbox
-from rongmei.prepare import prepare_renditions
-from rongmei.review import apply_signoff, stage_position
-from rongmei.reviewers import _load_secrets, enroll
-from rongmei.settings import Zone
+from rongmei.core.settings import Zone
+from rongmei.intake.ingest import ingest_inbox
+from rongmei.review.prepare import prepare_renditions
+from rongmei.review.reviewers import _load_secrets, enroll
+from rongmei.review.signoff import apply_signoff, stage_position
 
 
 def code(settings, reviewer_id):
@@ -39,7 +39,7 @@ def test_changed_rendition_voids_earlier_approvals(settings, store):
 
 
 def test_render_progress_shows_in_status(settings, store):
-    from rongmei.status import collect, format_table
+    from rongmei.cli.status import collect, format_table
 
     settings.zones = [Zone(code="150121", name="示例旗")]
     write_drop(settings.inbox, "progress", "title: 进度测试\nauthor: 张三\nchannels: [loudspeakers]", "广播稿正文。")
@@ -63,9 +63,10 @@ def test_sample_video_and_audio_get_every_rendition_and_reviewers_see_them(setti
     import imageio_ffmpeg  # noqa: F401 - the ffmpeg the renditions use
 
     from conftest import age_tree
-    from rongmei.prepare import prepare_preview
-    from rongmei.review import form_description
-    from rongmei.settings import ScreenGroup
+    from rongmei.core.settings import ScreenGroup
+    from rongmei.delivery.deliveries import build_release
+    from rongmei.review.prepare import prepare_preview
+    from rongmei.review.signoff import form_description
 
     samples = Path(__file__).resolve().parent.parent / "content" / "samples"
     settings.zones = [Zone(code="150121", name="示例旗"), Zone(code="150121101", name="巴彦镇", parent="150121")]
@@ -86,7 +87,7 @@ def test_sample_video_and_audio_get_every_rendition_and_reviewers_see_them(setti
     for item_id, keys in expected.items():
         version_id = outcomes[item_id].version_id
         prepare_renditions(store, settings, version_id)
-        token = prepare_preview(store, settings, version_id)
+        token = prepare_preview(store, settings, version_id, build_release(store, version_id))
         with store.session() as s:
             renditions = store.version(s, version_id).renditions
         assert keys <= set(renditions), (item_id, sorted(renditions))

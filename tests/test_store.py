@@ -9,9 +9,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from conftest import write_drop
-from rongmei import ledger
-from rongmei.ingest import ingest_inbox
-from rongmei.store import Base, Delivery, Store, Version
+from rongmei.intake.ingest import ingest_inbox
+from rongmei.storage import ledger
+from rongmei.storage.store import Base, Delivery, Store, Version
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_up(env: dict[str, str], log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rongmei.cli", "up"], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "rongmei.cli.commands", "up"], env=env, cwd=ROOT,
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
@@ -37,7 +37,7 @@ def wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float =
 
 
 def status_json(env: dict[str, str]) -> list[dict]:
-    out = subprocess.run([sys.executable, "-m", "rongmei.cli", "status", "--json"], env=env, cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "rongmei.cli.commands", "status", "--json"], env=env, cwd=ROOT,
                          capture_output=True, text=True, check=True)
     return json.loads(out.stdout)["items"]
 

@@ -1,6 +1,6 @@
 """Warm start: flow runs start as forks of a server that has Prefect and our flows imported.
 
-The client (`python -m rongmei.warmstart`, the deployments' command) must behave like `python -m prefect.engine`
+The client (`python -m rongmei.runtime.warmstart`, the deployments' command) must behave like `python -m prefect.engine`
 in every way the worker can see: output on its own stdout/stderr, the same exit code, death by the same
 signal; and it must run cold, never fail, when the server is missing or was started with other settings.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-CLIENT = [sys.executable, "-m", "rongmei.warmstart"]
+CLIENT = [sys.executable, "-m", "rongmei.runtime.warmstart"]
 BAD_ID_MESSAGE = "Invalid flow run id"
 
 

@@ -20,9 +20,9 @@ from PIL import Image
 
 from publishers.base import Receipt, Release
 from publishers.web import WebPublisher, article_url, refresh, render_preview
-from rongmei.errors import PublishError
-from rongmei.model import ItemMeta
-from rongmei.settings import Settings
+from rongmei.core.errors import PublishError
+from rongmei.core.model import ItemMeta
+from rongmei.core.settings import Settings
 
 T0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
 SITEMAP_NS = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9"}

@@ -22,7 +22,7 @@ from publishers.wechat_client import (
     WeChatTokenError,
     WeChatUnauthorized,
 )
-from rongmei.settings import WeChatSettings
+from rongmei.core.settings import WeChatSettings
 from standins.wechat import StandIn, start_standin
 
 SECRET = "s3cret-value-never-logged"
@@ -160,8 +160,8 @@ def test_runs_as_a_module(tmp_path):
 
 
 def test_the_app_secret_lives_in_the_secrets_dir_not_in_a_prefect_block(tmp_path, standin):
-    from rongmei.errors import ConfigError
-    from rongmei.settings import Settings, write_wechat_secret
+    from rongmei.core.errors import ConfigError
+    from rongmei.core.settings import Settings, write_wechat_secret
 
     settings = Settings(data_dir=tmp_path / "data", content_dir=tmp_path / "content")
     path = write_wechat_secret(settings, SECRET)  # what `rongmei wechat set-secret` does

@@ -10,7 +10,7 @@ import xml.etree.ElementTree as ET
 from PIL import Image
 
 from publishers.wechat import link_footnotes, make_digest, prepare_image, wechat_checks, wechat_html
-from rongmei.model import ItemMeta, Severity
+from rongmei.core.model import ItemMeta, Severity
 
 UPLOADED = "http://mmbiz.qpic.cn/mmbiz_jpg/abc/0"
 

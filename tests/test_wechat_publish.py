@@ -23,8 +23,8 @@ from publishers.wechat_client import (
     WeChatLimitError,
     WeChatPublishFailed,
 )
-from rongmei.model import ItemMeta
-from rongmei.settings import Settings, WeChatSettings
+from rongmei.core.model import ItemMeta
+from rongmei.core.settings import Settings, WeChatSettings
 from standins.wechat import StandIn, start_standin
 
 FAST = (0.01, 0.01, 0.01, 0.01, 0.01)

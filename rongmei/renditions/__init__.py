@@ -6,7 +6,7 @@ result; ingest pre-checks call `probe.media_problems` for each media file of a d
 
 from __future__ import annotations
 
-from rongmei.renditions.config import RECIPE_VERSION, MediaSettings
+from rongmei.core.media_settings import RECIPE_VERSION, MediaSettings
 from rongmei.renditions.errors import MediaError
 from rongmei.renditions.ffmpeg import ffmpeg_run_count
 from rongmei.renditions.pipeline import RECIPES, manifest_hash, needed_renditions, produce_renditions

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rongmei.renditions.config import MediaSettings
+from rongmei.core.media_settings import MediaSettings
 from rongmei.renditions.errors import MediaError
 from rongmei.renditions.ffmpeg import Progress, run_ffmpeg
 

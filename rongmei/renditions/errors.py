@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rongmei.errors import RongmeiError
+from rongmei.core.errors import RongmeiError
 
 
 class MediaError(RongmeiError):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from rongmei.renditions.config import MediaSettings
+from rongmei.core.media_settings import MediaSettings
 from rongmei.renditions.errors import MediaError
 
 JPEG_QUALITY = 86

@@ -19,19 +19,19 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from rongmei.model import ItemMeta, Kind, Language
+from rongmei.core.media_settings import RECIPE_VERSION, MediaSettings
+from rongmei.core.model import ItemMeta, Kind, Language
 from rongmei.renditions import audio, video
 from rongmei.renditions.cache import RenditionCache, cache_key, canonical_json
 from rongmei.renditions.cards import CardText, render_card
-from rongmei.renditions.config import RECIPE_VERSION, MediaSettings
 from rongmei.renditions.errors import MediaError
 from rongmei.renditions.images import crop_to, open_image, save_jpeg
 from rongmei.renditions.mongolian import draw_vertical
 from rongmei.renditions.probe import MediaInfo, probe
 from rongmei.renditions.tts import load_engine, spoken_text
 
-if TYPE_CHECKING:  # rongmei.settings may import this package's config; keep the import one-way at run time
-    from rongmei.settings import Settings
+if TYPE_CHECKING:  # rongmei.core.settings may import this package's config; keep the import one-way at run time
+    from rongmei.core.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rongmei.model import CheckResult, Severity
-from rongmei.renditions.config import MediaSettings
+from rongmei.core.media_settings import MediaSettings
+from rongmei.core.model import CheckResult, Severity
 from rongmei.renditions.errors import MediaError
 from rongmei.renditions.ffmpeg import run_ffmpeg
 

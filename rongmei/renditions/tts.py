@@ -14,7 +14,7 @@ import subprocess
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from rongmei.renditions.config import MediaSettings
+from rongmei.core.media_settings import MediaSettings
 from rongmei.renditions.errors import MediaError
 from rongmei.renditions.textnorm import normalise
 

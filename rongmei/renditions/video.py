@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from rongmei.renditions.config import MediaSettings
+from rongmei.core.media_settings import MediaSettings
 from rongmei.renditions.errors import MediaError
 from rongmei.renditions.ffmpeg import Progress, filter_path, run_ffmpeg
 from rongmei.renditions.fonts import FONT_DIR, SC_FAMILY

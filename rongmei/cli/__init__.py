@@ -1,0 +1,5 @@
+"""The `rongmei` command line."""
+
+from rongmei.cli.commands import app
+
+__all__ = ["app"]

@@ -1,0 +1,4 @@
+"""The ground floor: the item model, errors, settings, states, editor-facing labels, zones and file naming.
+
+Nothing here imports anything of ours from a floor above.
+"""

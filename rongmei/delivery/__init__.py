@@ -1,0 +1,3 @@
+"""Taking an approved version out: the release, the delivery plan, deliveries to channels (with the
+sign-off gate at the effect) and retraction from every channel.
+"""

@@ -1,0 +1,2 @@
+"""Reach (传播监测): numbers from every channel, the report, and its outputs.
+"""

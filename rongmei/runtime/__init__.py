@@ -1,0 +1,5 @@
+"""Running the system: `rongmei up`, the private PostgreSQL for Prefect, the warm-start client and
+server, our Prefect worker and work pool, and the flow-run launcher.
+
+This package's import must stay free (the warm-start client is imported on every flow run).
+"""

@@ -1,0 +1,3 @@
+"""Where facts are kept: the tables, the store (database and content-addressed blobs), the tamper-evident
+ledger, and the private permissions of the data directory.
+"""

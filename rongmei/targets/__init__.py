@@ -1,0 +1,2 @@
+"""Where published files land: the target interface, a directory, S3, and the choice between them.
+"""

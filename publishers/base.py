@@ -16,11 +16,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from rongmei.core.errors import PublishError
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from rongmei.core.errors import ConfigError, PublishError
 from rongmei.core.model import CheckResult, ItemMeta
 from rongmei.core.settings import Settings
 
-__all__ = ["Capabilities", "Correction", "Playable", "PublishError", "Publisher", "Receipt", "Release"]
+__all__ = ["Capabilities", "Correction", "NoConfig", "Playable", "PublishError", "Publisher", "Receipt", "Release"]
 
 
 class Correction(StrEnum):
@@ -90,6 +92,12 @@ class Receipt:
     playables: tuple[Playable, ...] = ()
 
 
+class NoConfig(BaseModel):
+    """The configuration of a channel that takes none: its `[<name>]` section may be absent or empty."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class Publisher(ABC):
     """Base class of a channel. Subclasses set `name` and `capabilities` and implement the three actions.
 
@@ -100,9 +108,33 @@ class Publisher(ABC):
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    label: ClassVar[str] = ""  # what editors call the channel (微信公众号); shown in checks, status and reach
+    color: ClassVar[str] = "#7f7f7f"  # the channel's colour in the reach chart
+    default_kinds: ClassVar[tuple[str, ...]] = ()  # kinds routed here when the front matter names no channels
+    # The channel's `[<name>]` section of rongmei.toml (and RONGMEI_<NAME>__<KEY> variables), validated.
+    config_model: ClassVar[type[BaseModel]] = NoConfig
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    @classmethod
+    def display_name(cls) -> str:
+        return cls.label or cls.name
+
+    @classmethod
+    def config_of(cls, settings: Settings) -> Any:
+        """This channel's configuration section, validated; a clear error names the section and the field."""
+        try:
+            return cls.config_model.model_validate(settings.channel_section(cls.name))
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or cls.name}: {e['msg']}" for e in exc.errors())
+            raise ConfigError(f"[{cls.name}] in rongmei.toml (or RONGMEI_{cls.name.upper()}__*): {problems}") from exc
+
+    @property
+    def config(self) -> Any:
+        if "_config" not in self.__dict__:
+            self.__dict__["_config"] = self.config_of(self.settings)
+        return self.__dict__["_config"]
 
     @classmethod
     def precheck(cls, meta: ItemMeta, body: str, files: Mapping[str, Path]) -> list[CheckResult]:

@@ -80,6 +80,9 @@ def playlist_keys(zone: str) -> dict[str, str]:
 
 class LoudspeakerPublisher(AggregatePublisher):
     name: ClassVar[str] = "loudspeakers"
+    label = "村村响"
+    color = "#9467bd"
+    default_kinds = ("article", "audio", "notice")
     capabilities: ClassVar[Capabilities] = Capabilities(
         can_update=True,
         can_retract=True,

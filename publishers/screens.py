@@ -56,6 +56,9 @@ def player_key(group: str) -> str:
 
 class ScreenPublisher(AggregatePublisher):
     name: ClassVar[str] = "screens"
+    label = "大屏"
+    color = "#ff7f0e"
+    default_kinds = ("article", "video", "notice")
     capabilities: ClassVar[Capabilities] = Capabilities(
         can_update=True,
         can_retract=True,

@@ -292,6 +292,9 @@ class WebPublisher(AggregatePublisher):
     """Static site channel. Pages update in place; a retraction leaves a notice at the same URL."""
 
     name: ClassVar[str] = "web"
+    label = "网站"
+    color = "#1f77b4"
+    default_kinds = ("article", "video", "audio", "notice")
     capabilities: ClassVar[Capabilities] = Capabilities(
         can_update=True,
         can_retract=True,

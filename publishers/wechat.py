@@ -429,6 +429,9 @@ class WeChatPublisher(Publisher):
     """
 
     name = "wechat"
+    label = "微信公众号"
+    color = "#2ca02c"
+    default_kinds = ("article", "video")
     capabilities = Capabilities(
         can_update=False, can_retract=True, retract_is_final=True, correction=Correction.new_article,
         renditions=("cover_900x383",),

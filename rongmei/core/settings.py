@@ -129,9 +129,35 @@ class FeedSourceConfig(BaseModel):
     enabled: bool = Field(default=True, description="A disabled source is not pulled.")
 
 
+class SectionEnvSource(PydanticBaseSettingsSource):
+    """RONGMEI_<SECTION>__<KEY> variables for sections the core does not declare (a channel's own table):
+    pydantic-settings reads the environment only for declared fields."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        declared = set(self.settings_cls.model_fields)
+        sections: dict[str, Any] = {}
+        for key, value in os.environ.items():
+            if not key.startswith("RONGMEI_") or "__" not in key:
+                continue
+            path = key[len("RONGMEI_"):].lower().split("__")
+            if path[0] in declared or not all(path):
+                continue
+            node = sections
+            for part in path[:-1]:
+                node = node.setdefault(part, {})
+                if not isinstance(node, dict):
+                    break
+            else:
+                node[path[-1]] = value
+        return sections
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="RONGMEI_", env_nested_delimiter="__", extra="ignore", toml_file="rongmei.toml"
+        env_prefix="RONGMEI_", env_nested_delimiter="__", extra="allow", toml_file="rongmei.toml"
     )
 
     center_name: str = Field(default="示例旗融媒体中心", description="Shown on the site and in feeds.")
@@ -216,7 +242,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml_path = os.environ.get("RONGMEI_CONFIG", "rongmei.toml")
         toml = TomlConfigSettingsSource(settings_cls, toml_file=toml_path)
-        return (init_settings, env_settings, toml, file_secret_settings)
+        return (init_settings, env_settings, SectionEnvSource(settings_cls), toml, file_secret_settings)
 
     # Derived locations -------------------------------------------------------------------------
     @property
@@ -258,6 +284,15 @@ class Settings(BaseSettings):
         if sep and scheme.split("+")[0] in ("postgres", "postgresql"):
             return f"postgresql+asyncpg://{rest}"
         return url
+
+    def channel_section(self, name: str) -> dict[str, Any]:
+        """A channel's own `[<name>]` table (rongmei.toml, RONGMEI_<NAME>__<KEY> variables), unvalidated: the
+        channel validates it with its `config_model`, so the core needs to know nothing about it."""
+        if name in type(self).model_fields:
+            value = getattr(self, name)
+            return value.model_dump() if isinstance(value, BaseModel) else dict(value or {})
+        section = (self.model_extra or {}).get(name, {})
+        return dict(section) if isinstance(section, dict) else {}
 
     def stage(self, name: str) -> ReviewStage:
         for stage in self.stages:

@@ -32,6 +32,7 @@ from rongmei.delivery.deliveries import (
     settle_item_state,
 )
 from rongmei.delivery.gate import current_caller
+from rongmei.runtime.orchestration import PrefectSlots
 from rongmei.storage.store import Store
 
 
@@ -40,7 +41,7 @@ def deliver_to(version_id: int, channel: str, action: str) -> DeliveryResult:
     """One channel's delivery; raises only when a retry can help, so Prefect retries it with backoff."""
     settings = load_settings()
     store = Store.from_settings(settings)
-    result = deliver(store, settings, version_id, channel, action)
+    result = deliver(store, settings, version_id, channel, action, slots=PrefectSlots())
     if result.retryable:
         if task_run.run_count <= settings.publish_retries:
             raise PublishError(f"{channel}: {result.message}", retryable=True)

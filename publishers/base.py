@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -22,7 +23,11 @@ from rongmei.core.errors import ConfigError, PublishError
 from rongmei.core.model import CheckResult, ItemMeta
 from rongmei.core.settings import Settings
 
-__all__ = ["Capabilities", "Correction", "NoConfig", "Playable", "PublishError", "Publisher", "Receipt", "Release"]
+if TYPE_CHECKING:
+    import typer
+
+__all__ = ["Capabilities", "Correction", "LocalService", "NoConfig", "NoSlots", "Playable", "PublishError",
+           "Publisher", "Receipt", "Release", "SlotUnavailable", "Slots"]
 
 
 class Correction(StrEnum):
@@ -114,8 +119,9 @@ class Publisher(ABC):
     # The channel's `[<name>]` section of rongmei.toml (and RONGMEI_<NAME>__<KEY> variables), validated.
     config_model: ClassVar[type[BaseModel]] = NoConfig
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, slots: Slots | None = None) -> None:
         self.settings = settings
+        self.slots: Slots = slots or NoSlots()
 
     @classmethod
     def display_name(cls) -> str:
@@ -161,3 +167,50 @@ class Publisher(ABC):
 
     def refresh(self, now: datetime) -> None:  # noqa: B027 - optional hook, most channels need nothing
         """Re-apply time rules (expiry) to what the channel shows; called on a schedule. Default: nothing."""
+
+    @classmethod
+    def local_services(cls, settings: Settings) -> list[LocalService]:
+        """What `rongmei up` starts for this channel on the local machine, e.g. a stand-in of its remote API when
+        no account is configured; `rongmei up` stops them when it stops. Default: nothing."""
+        return []
+
+    @classmethod
+    def commands(cls) -> typer.Typer | None:
+        """The channel's own commands, mounted by the CLI as `rongmei <name> …` (e.g. `rongmei wechat
+        set-secret`), so the CLI never names a channel. Default: none."""
+        return None
+
+
+@dataclass(frozen=True)
+class LocalService:
+    """A service a channel runs under `rongmei up` (`Publisher.local_services`)."""
+
+    name: str  # in the log when it is stopped
+    stop: Callable[[], None]
+    environment: Mapping[str, str] = field(default_factory=dict)  # set for the worker and every flow run
+    message: str = ""  # one line for the `rongmei up` banner
+
+
+class SlotUnavailable(PublishError):
+    """Raised by `Slots.hold` when the slot cannot be had (coordinator unreachable, timed out). Nothing ran under
+    it, so the delivery may be tried again."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=True)
+
+
+class Slots(Protocol):
+    """Named slots, one holder at a time across every worker on every machine, for channel calls that must not
+    overlap installation-wide (WeChat: one submit per account). The publish flow hands channels the Prefect
+    implementation (`rongmei.runtime.orchestration.PrefectSlots`); a channel never knows who coordinates."""
+
+    def hold(self, name: str) -> AbstractContextManager[None]:
+        """Wait for slot `name` and hold it for the `with` block; raise SlotUnavailable if it cannot be had."""
+        ...
+
+
+class NoSlots:
+    """Coordinates nothing: outside the flows (tests, scripts, the CLI) only a channel's own file locks apply."""
+
+    def hold(self, name: str) -> AbstractContextManager[None]:
+        return nullcontext()

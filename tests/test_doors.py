@@ -282,7 +282,6 @@ def test_desk_head_retraction_that_died_after_its_first_step_is_completed_by_a_r
 def test_retraction_settles_an_unconfirmed_wechat_submit_then_deletes_the_article(settings, store):
     from publishers import Registry
     from publishers.wechat import WeChatPublisher
-    from rongmei.core.settings import WeChatSettings
     from rongmei.delivery.retraction import retract_item_everywhere
     from standins.wechat import start_standin
 
@@ -292,7 +291,7 @@ def test_retraction_settles_an_unconfirmed_wechat_submit_then_deletes_the_articl
 
     standin = start_standin(app_id="wxdoors01", secret="doors-secret", publish_seconds=0)
     try:
-        settings.wechat = WeChatSettings(app_id="wxdoors01", app_secret="doors-secret", base_url=standin.base_url)
+        settings.wechat = {"app_id": "wxdoors01", "app_secret": "doors-secret", "base_url": standin.base_url}
         version_id = new_version(settings, store, "wx", "title: 公众号稿件\nauthor: 张三\nchannels: [wechat]",
                                  "公众号正文。")
         sign_all_stages(store, settings, version_id)

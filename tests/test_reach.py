@@ -23,7 +23,7 @@ from PIL import Image
 from publishers.base import Playable, Release
 from publishers.wechat import WeChatPublisher
 from rongmei.core.model import ItemMeta
-from rongmei.core.settings import ScreenGroup, Settings, WeChatSettings, Zone
+from rongmei.core.settings import ScreenGroup, Settings, Zone
 from rongmei.distribution.server import serve_in_thread
 from rongmei.distribution.terminals import enroll_terminal, replace_grants
 from rongmei.reach.report import (
@@ -66,7 +66,7 @@ def standin() -> Iterator[StandIn]:
 def reach_settings(tmp_path: Path, standin: StandIn) -> Settings:
     return Settings(
         content_dir=tmp_path / "content", data_dir=tmp_path / "data", zones=ZONES, screen_groups=GROUPS,
-        wechat=WeChatSettings(app_id="wxreach0001", app_secret="reach-secret", base_url=standin.base_url),
+        wechat={"app_id": "wxreach0001", "app_secret": "reach-secret", "base_url": standin.base_url},
     )
 
 

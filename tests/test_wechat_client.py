@@ -14,7 +14,7 @@ import pytest
 import requests
 from pydantic import SecretStr
 
-from publishers.wechat_client import (
+from publishers.wechat.client import (
     WeChatClient,
     WeChatLimitError,
     WeChatMediaError,
@@ -22,7 +22,7 @@ from publishers.wechat_client import (
     WeChatTokenError,
     WeChatUnauthorized,
 )
-from rongmei.core.settings import WeChatSettings
+from publishers.wechat.config import WeChatSettings
 from standins.wechat import StandIn, start_standin
 
 SECRET = "s3cret-value-never-logged"
@@ -160,8 +160,9 @@ def test_runs_as_a_module(tmp_path):
 
 
 def test_the_app_secret_lives_in_the_secrets_dir_not_in_a_prefect_block(tmp_path, standin):
+    from publishers.wechat.config import write_wechat_secret
     from rongmei.core.errors import ConfigError
-    from rongmei.core.settings import Settings, write_wechat_secret
+    from rongmei.core.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "data", content_dir=tmp_path / "content")
     path = write_wechat_secret(settings, SECRET)  # what `rongmei wechat set-secret` does
@@ -173,3 +174,50 @@ def test_the_app_secret_lives_in_the_secrets_dir_not_in_a_prefect_block(tmp_path
     old = WeChatSettings(app_id="wxclient01", app_secret_block="wechat-app-secret", base_url=standin.base_url)
     with pytest.raises(ConfigError, match=r"no longer supported.*rongmei wechat set-secret"):
         WeChatClient(old, settings.data_dir)
+
+
+def test_the_wechat_section_comes_from_rongmei_toml_and_rongmei_wechat_variables(tmp_path, monkeypatch):
+    from publishers.wechat import WeChatPublisher
+    from rongmei.core.errors import ConfigError
+    from rongmei.core.settings import Settings
+
+    for name in ("APP_ID", "APP_SECRET", "BASE_URL", "DRAFT_ONLY", "DAILY_POLL_BUDGET"):
+        monkeypatch.delenv(f"RONGMEI_WECHAT__{name}", raising=False)
+    toml = tmp_path / "rongmei.toml"
+    toml.write_text('[wechat]\napp_id = "wxfromtoml"\ndraft_only = true\ndaily_poll_budget = 7\n', encoding="utf-8")
+    monkeypatch.setenv("RONGMEI_CONFIG", str(toml))
+    assert "wechat" not in Settings.model_fields  # the core declares nothing of WeChat's
+    config = WeChatPublisher.config_of(Settings())
+    assert (config.app_id, config.draft_only, config.daily_poll_budget) == ("wxfromtoml", True, 7)
+    assert config.base_url == "https://api.weixin.qq.com" and not config.app_secret.get_secret_value()
+
+    monkeypatch.setenv("RONGMEI_WECHAT__APP_ID", "wxfromenv")
+    monkeypatch.setenv("RONGMEI_WECHAT__APP_SECRET", SECRET)
+    monkeypatch.setenv("RONGMEI_WECHAT__BASE_URL", "http://127.0.0.1:9/")
+    config = WeChatPublisher.config_of(Settings())
+    assert (config.app_id, config.app_secret.get_secret_value(), config.base_url) == (
+        "wxfromenv", SECRET, "http://127.0.0.1:9/")
+    assert config.draft_only and config.daily_poll_budget == 7  # the variables override keys, not the table
+    assert SECRET not in repr(config)
+
+    monkeypatch.setenv("RONGMEI_WECHAT__DAILY_POLL_BUDGET", "many")
+    with pytest.raises(ConfigError, match=r"\[wechat\].*daily_poll_budget"):
+        WeChatPublisher.config_of(Settings())
+
+
+def test_rongmei_wechat_set_secret_stores_the_secret_hidden_and_private(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from publishers.wechat.config import WECHAT_SECRET_FILE
+    from rongmei.cli.commands import app
+
+    monkeypatch.setenv("RONGMEI_DATA_DIR", str(tmp_path / "data"))
+    runner = CliRunner()
+    assert "wechat" in runner.invoke(app, ["--help"]).output  # mounted from the channel, listed with ours
+    assert "set-secret" in runner.invoke(app, ["wechat", "--help"]).output
+    result = runner.invoke(app, ["wechat", "set-secret"], input=f"{SECRET}\n")
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "data" / "secrets" / WECHAT_SECRET_FILE
+    assert result.output == (f"AppSecret: \nAppSecret saved to {path} (readable by this user only). "
+                             "It is never printed.\n")
+    assert path.read_text(encoding="utf-8") == f"{SECRET}\n" and path.stat().st_mode & 0o077 == 0

@@ -9,7 +9,9 @@ import xml.etree.ElementTree as ET
 
 from PIL import Image
 
-from publishers.wechat import link_footnotes, make_digest, prepare_image, wechat_checks, wechat_html
+from publishers.wechat.checks import wechat_checks
+from publishers.wechat.formatting import link_footnotes, make_digest, wechat_html
+from publishers.wechat.images import prepare_image
 from rongmei.core.model import ItemMeta, Severity
 
 UPLOADED = "http://mmbiz.qpic.cn/mmbiz_jpg/abc/0"

@@ -6,6 +6,7 @@ import hashlib
 import io
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ import pytest
 import requests
 from PIL import Image
 
-from publishers.base import Release
-from publishers.wechat import DRAFT_READY, WeChatPublisher
-from publishers.wechat_client import (
+from publishers.base import Release, SlotUnavailable
+from publishers.wechat import WeChatPublisher
+from publishers.wechat.channel import DRAFT_READY
+from publishers.wechat.client import (
     WeChatClient,
     WeChatError,
     WeChatIpNotWhitelisted,
@@ -24,7 +26,7 @@ from publishers.wechat_client import (
     WeChatPublishFailed,
 )
 from rongmei.core.model import ItemMeta
-from rongmei.core.settings import Settings, WeChatSettings
+from rongmei.core.settings import Settings
 from standins.wechat import StandIn, start_standin
 
 FAST = (0.01, 0.01, 0.01, 0.01, 0.01)
@@ -57,7 +59,12 @@ def standin() -> Iterator[StandIn]:
 @pytest.fixture
 def wechat_settings(tmp_path: Path, standin: StandIn) -> Settings:
     return Settings(data_dir=tmp_path / "data", content_dir=tmp_path / "content",
-                    wechat=WeChatSettings(app_id="wxtest0001", app_secret="s3cret-value", base_url=standin.base_url))
+                    wechat={"app_id": "wxtest0001", "app_secret": "s3cret-value", "base_url": standin.base_url})
+
+
+def with_wechat(settings: Settings, **changes: Any) -> Settings:
+    """The same settings with some keys of the channel's `[wechat]` section changed."""
+    return settings.model_copy(update={"wechat": {**settings.channel_section("wechat"), **changes}})
 
 
 def make_release(tmp_path: Path, files: dict[str, bytes], body: str = BODY, **meta: Any) -> Release:
@@ -154,8 +161,7 @@ def test_submit_timeout_is_reconciled_without_a_second_article(tmp_path, standin
 
 def test_lost_submit_that_never_arrived_is_submitted_with_the_same_draft(tmp_path, standin, wechat_settings):
     channel = publisher(wechat_settings)
-    drafted = WeChatPublisher(wechat_settings.model_copy(update={"wechat": wechat_settings.wechat.model_copy(
-        update={"draft_only": True})})).publish(harvest(tmp_path))
+    drafted = WeChatPublisher(with_wechat(wechat_settings, draft_only=True)).publish(harvest(tmp_path))
     earlier = {**drafted.details, "submit_sent": True}  # as if the submit had been lost on the way out
     receipt = channel.publish(Release(**{**harvest(tmp_path).__dict__, "extra": {"previous_attempt": earlier}}))
     seen = state(standin)
@@ -164,8 +170,7 @@ def test_lost_submit_that_never_arrived_is_submitted_with_the_same_draft(tmp_pat
 
 
 def test_draft_only_mode_stops_at_the_draft(tmp_path, standin, wechat_settings):
-    settings = wechat_settings.model_copy(update={"wechat": wechat_settings.wechat.model_copy(
-        update={"draft_only": True})})
+    settings = with_wechat(wechat_settings, draft_only=True)
     receipt = publisher(settings).publish(harvest(tmp_path))
     seen = state(standin)
     assert receipt.state == "draft_ready" and receipt.message == DRAFT_READY
@@ -193,7 +198,7 @@ def test_retraction_deletes_the_article_for_good(tmp_path, standin, wechat_setti
     receipt = channel.retract("2026-11-harvest", published, "数据有误")
     assert receipt.state == "succeeded" and receipt.details["final"]
     assert WeChatPublisher.capabilities.retract_is_final and not WeChatPublisher.capabilities.can_update
-    client = WeChatClient(wechat_settings.wechat, wechat_settings.data_dir)
+    client = WeChatClient(WeChatPublisher.config_of(wechat_settings), wechat_settings.data_dir)
     assert client.publish_status(published.details["publish_id"])["publish_status"] == 5
     assert requests.get(published.url, timeout=5).status_code == 404
     again = channel.retract("2026-11-harvest", published, "数据有误")  # already gone: nothing left to do
@@ -209,8 +214,7 @@ def test_ip_not_whitelisted_names_the_ip_to_add(tmp_path, standin, wechat_settin
 
 def test_poll_budget_is_kept_per_day_across_publishers(tmp_path, standin, wechat_settings):
     standin.set_faults(publish_gets=5)
-    settings = wechat_settings.model_copy(update={"wechat": wechat_settings.wechat.model_copy(
-        update={"daily_poll_budget": 3})})
+    settings = with_wechat(wechat_settings, daily_poll_budget=3)
     with pytest.raises(WeChatError) as caught:
         publisher(settings).publish(harvest(tmp_path))
     assert caught.value.state == "unconfirmed" and "额度" in str(caught.value)
@@ -243,7 +247,7 @@ def test_article_stats_per_msgid(tmp_path, standin, wechat_settings):
     requests.post(f"{standin.base_url}/_standin/stats", timeout=5, json={
         "article_id": receipt.remote_id, "ref_date": yesterday.isoformat(),
         "read_user": 1234, "share_user": 56, "like_user": 7})
-    client = WeChatClient(wechat_settings.wechat, wechat_settings.data_dir)
+    client = WeChatClient(WeChatPublisher.config_of(wechat_settings), wechat_settings.data_dir)
     [stats] = client.article_stats(yesterday - timedelta(days=6), yesterday)
     assert (stats.reads, stats.shares, stats.likes) == (1234, 56, 7)
     assert stats.msg_data_id == receipt.details["msg_data_id"] and stats.url == receipt.url
@@ -251,8 +255,7 @@ def test_article_stats_per_msgid(tmp_path, standin, wechat_settings):
 
 
 def test_retracting_a_draft_only_delivery_deletes_the_draft(tmp_path, standin, wechat_settings):
-    settings = wechat_settings.model_copy(update={"wechat": wechat_settings.wechat.model_copy(
-        update={"draft_only": True})})
+    settings = with_wechat(wechat_settings, draft_only=True)
     channel = publisher(settings)
     drafted = channel.publish(harvest(tmp_path))
     receipt = channel.retract("2026-11-harvest", drafted, "撤稿")
@@ -298,3 +301,43 @@ def test_correction_is_a_new_article_linking_the_original(tmp_path, standin, wec
     assert news["title"].startswith("更正：") and len(news["title"]) <= 32
     assert "更正说明" in news["content"] and original.url in news["content"]
     assert corrected.details["corrects"] == original.remote_id
+
+
+class RecordingSlots:
+    """Slots handed over as the publish flow does; `refuse` plays an orchestrator that cannot give one."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.refuse = refuse
+        self.held: list[str] = []
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        if self.refuse:
+            raise SlotUnavailable(f"Prefect 并发限制 {name} 不可用（timed out）")
+        self.held.append(name)
+        yield
+
+
+def test_the_submit_is_made_holding_the_accounts_slot(tmp_path, standin, wechat_settings):
+    slots = RecordingSlots()
+    receipt = publisher(wechat_settings, slots=slots).publish(harvest(tmp_path))
+    assert receipt.state == "succeeded" and slots.held == ["wechat-wxtest0001"]
+
+
+def test_a_refused_slot_is_retryable_and_nothing_is_submitted(tmp_path, standin, wechat_settings):
+    with pytest.raises(WeChatError) as caught:
+        publisher(wechat_settings, slots=RecordingSlots(refuse=True)).publish(harvest(tmp_path))
+    assert caught.value.retryable and caught.value.state == "failed"
+    assert str(caught.value) == "Prefect 并发限制 wechat-wxtest0001 不可用（timed out），尚未提交发表，稍后重试"
+    assert not state(standin)["publishes"]
+
+
+def test_rongmei_up_runs_the_stand_in_only_without_an_app_id(wechat_settings):
+    assert WeChatPublisher.local_services(wechat_settings) == []
+    [service] = WeChatPublisher.local_services(with_wechat(wechat_settings, app_id=""))
+    try:
+        base_url = service.environment["RONGMEI_WECHAT__BASE_URL"]
+        assert service.environment["RONGMEI_WECHAT__APP_ID"] == "wx-standin" and base_url in service.message
+        assert requests.get(f"{base_url}/_standin/state", timeout=5).ok
+    finally:
+        service.stop()

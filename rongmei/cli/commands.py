@@ -12,11 +12,15 @@ from typing import Annotated
 
 import typer
 
+from rongmei.cli.channel_commands import ChannelCommandsGroup
 from rongmei.core.settings import Settings, load_settings
 from rongmei.storage import ledger
 from rongmei.storage.store import Store
 
-app = typer.Typer(help="融媒 rongmei: review, sign-off and distribution for county media centers.", no_args_is_help=True)
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="融媒 rongmei: review, sign-off and distribution for county media centers.", no_args_is_help=True,
+                  cls=ChannelCommandsGroup)  # each channel's own commands: `rongmei <channel> …`
 audit_app = typer.Typer(help="The tamper-evident ledger.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
 reviewers_app = typer.Typer(help="Reviewers and their sign-off codes.", no_args_is_help=True)
@@ -24,8 +28,6 @@ app.add_typer(reviewers_app, name="reviewers")
 terminals_app = typer.Typer(help="Screens and loudspeaker terminals that poll us and report plays.",
                             no_args_is_help=True)
 app.add_typer(terminals_app, name="terminals")
-wechat_app = typer.Typer(help="The WeChat Official Account channel.", no_args_is_help=True)
-app.add_typer(wechat_app, name="wechat")
 
 
 def _store(settings: Settings | None = None) -> tuple[Settings, Store]:
@@ -194,17 +196,6 @@ def ui_login() -> None:
     auth, where = api_auth(settings)
     typer.echo(f"Prefect UI login: {auth}\n(kept in {where}; anyone holding it can start deployments and answer "
                "sign-off forms, but signing needs a reviewer's own code)")
-
-
-@wechat_app.command("set-secret")
-def wechat_set_secret() -> None:
-    """Store the Official Account's AppSecret in the secrets dir (0600), typed in hidden."""
-    from rongmei.core.settings import write_wechat_secret
-
-    settings = load_settings()
-    value = typer.prompt("AppSecret", hide_input=True).strip()
-    path = write_wechat_secret(settings, value)
-    typer.echo(f"AppSecret saved to {path} (readable by this user only). It is never printed.")
 
 
 @app.command()

@@ -1,6 +1,7 @@
 """Configuration: `rongmei.toml` (or the file named by RONGMEI_CONFIG), overridden by RONGMEI_* variables.
 
-Nested values use a double underscore in the environment, e.g. RONGMEI_WECHAT__APP_SECRET.
+Nested values use a double underscore in the environment, e.g. RONGMEI_MEDIA__MAX_DURATION_S; so do the keys
+of a channel's own `[<name>]` section, which the channel declares and validates (`Settings.channel_section`).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -18,9 +19,13 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from rongmei.core.errors import ConfigError
 from rongmei.core.media_settings import MediaSettings
 from rongmei.core.model import Kind
+
+__all__ = [
+    "DEFAULT_STAGES", "FeedSourceConfig", "Lexicon", "ReviewStage", "ScreenGroup", "SectionEnvSource", "Settings",
+    "Zone", "load_settings",
+]
 
 CHANNELS = ("web", "wechat", "screens", "loudspeakers")
 
@@ -53,56 +58,6 @@ class ScreenGroup(BaseModel):
     id: str = Field(description="Display group id used in URLs and front matter.")
     name: str = Field(description="Where the screens are, e.g. 政务服务大厅.")
     size: tuple[int, int] = Field(default=(1920, 1080), description="Design size in pixels.")
-
-
-WECHAT_SECRET_FILE = "wechat-app-secret"
-
-
-class WeChatSettings(BaseModel):
-    app_id: str = Field(default="", description="Official Account AppID; empty runs the local stand-in.")
-    app_secret: SecretStr = Field(
-        default=SecretStr(""),
-        description="AppSecret, from the environment (RONGMEI_WECHAT__APP_SECRET); else the file "
-        f"<data_dir>/secrets/{WECHAT_SECRET_FILE} (`rongmei wechat set-secret`). Never printed.",
-    )
-    app_secret_block: str = Field(
-        default="", description="No longer supported: anyone with the Prefect UI login can read a Secret block."
-    )
-    base_url: str = Field(default="https://api.weixin.qq.com", description="API base URL.")
-    draft_only: bool = Field(default=False, description="Stop at the draft (accounts without publish rights).")
-    daily_poll_budget: int = Field(default=60, description="freepublish/get calls we allow ourselves per day.")
-
-    def secret(self, secrets_dir: Path) -> str:
-        """The AppSecret: from the environment/settings, else from the secrets dir; '' when neither has it.
-
-        Not from a Prefect Secret block: every holder of the Prefect UI login can read blocks back through the
-        UI and the API, and the AppSecret lets whoever has it post on the center's account."""
-        if value := self.app_secret.get_secret_value():
-            return value
-        if self.app_secret_block:
-            raise ConfigError(
-                f"wechat.app_secret_block ({self.app_secret_block!r}) is no longer supported: anyone with the "
-                "Prefect UI login can read a Secret block. Store the AppSecret with `rongmei wechat set-secret` "
-                "(or set RONGMEI_WECHAT__APP_SECRET), remove app_secret_block from rongmei.toml, and delete the "
-                "block in the Prefect UI (Blocks → Secret)"
-            )
-        path = Path(secrets_dir) / WECHAT_SECRET_FILE
-        return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
-
-
-def write_wechat_secret(settings: Settings, value: str) -> Path:
-    """Keep the AppSecret in the secrets dir, readable by the service user only."""
-    import tempfile
-
-    if not value:
-        raise ConfigError("the AppSecret is empty; copy it from mp.weixin.qq.com → 设置与开发 → 基本配置")
-    settings.secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(dir=settings.secrets_dir, prefix=".wechat-")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(value + "\n")
-    path = settings.secrets_dir / WECHAT_SECRET_FILE
-    os.replace(tmp, path)
-    return path
 
 
 class Lexicon(BaseModel):
@@ -194,7 +149,6 @@ class Settings(BaseSettings):
     dayparts: list[str] = Field(
         default_factory=lambda: ["07:00", "12:00", "18:30"], description="Loudspeaker broadcast slots."
     )
-    wechat: WeChatSettings = Field(default_factory=WeChatSettings)
     media: MediaSettings = Field(
         default_factory=MediaSettings, description="Renditions: limits, encoding, loudness, TTS."
     )

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from publishers import Registry, channels_of, registry_for
-from publishers.base import Publisher, Receipt, Release
+from publishers.base import Publisher, Receipt, Release, Slots
 from rongmei.core.errors import DeliveryRefused, PublishError, StoreError
 from rongmei.core.model import ItemMeta, ItemState, Priority
 from rongmei.core.settings import Settings
@@ -135,8 +135,11 @@ def check_release(store: Store, settings: Settings, version_id: int, caller: Cal
 
 def deliver(store: Store, settings: Settings, version_id: int, channel: str, action: str = "publish", *,
             reason: str = "", actor: str = "system:publish", registry: Registry | None = None,
-            caller: Caller | None = None) -> DeliveryResult:
+            caller: Caller | None = None, slots: Slots | None = None) -> DeliveryResult:
     """Perform one delivery at most once successfully. Never raises for a channel's failure.
+
+    `slots` coordinates the channel's exclusive calls across workers (the publish flow passes Prefect's);
+    without it the channel's default, which coordinates nothing beyond its own file locks.
 
     Every channel call passes through here, so the delivery gate (rongmei.delivery.gate) is checked here: a version
     that is not signed off in every stage, or was retracted, superseded, returned or rejected, reaches no
@@ -163,6 +166,8 @@ def deliver(store: Store, settings: Settings, version_id: int, channel: str, act
             why = registry.errors.get(channel, "no channel module is registered under this name")
             raise PublishError(f"渠道 {channel} 不可用：{why}", retryable=False)
         publisher = publisher_cls(settings)
+        if slots is not None:  # set, not passed: a channel's own __init__ need not know about slots
+            publisher.slots = slots
         receipt = _call(store, publisher, version_id, item_id, number, channel, action, reason, unconfirmed)
     except PublishError as exc:
         state = exc.state or ("retrying" if exc.retryable else "failed")
@@ -200,7 +205,7 @@ def deliver(store: Store, settings: Settings, version_id: int, channel: str, act
         # delivery yet, so take it back at once rather than leave a retracted item on the channel.
         log.warning("%s was retracted while %s delivered it; withdrawing it there again", item_id, channel)
         deliver(store, settings, version_id, channel, "retract", reason="撤稿期间完成的发布，随即撤回",
-                actor=actor, registry=registry, caller=caller)
+                actor=actor, registry=registry, caller=caller, slots=slots)
     return result
 
 

@@ -245,7 +245,8 @@ def _daily_increments(detail_list: Iterable[dict[str, Any]], key: str) -> dict[d
 def wechat_numbers(settings: Settings, store: Store, since: date, until: date, *, client: Any = None,
                    today: date | None = None) -> WeChatNumbers:
     """Reads, shares and likes per (item id, local day); `note` says how current or why missing."""
-    from publishers.wechat_client import WeChatClient, WeChatError
+    from publishers.wechat import WeChatPublisher
+    from publishers.wechat.client import WeChatClient, WeChatError
 
     numbers = WeChatNumbers()
     yesterday = (today or local_today(settings)) - timedelta(days=1)
@@ -260,7 +261,7 @@ def wechat_numbers(settings: Settings, store: Store, since: date, until: date, *
         numbers.note = f"微信数据要到 {since + timedelta(days=1)} 才有（微信统计有一天延迟）。"
         return numbers
     try:
-        client = client or WeChatClient(settings.wechat, settings.data_dir)
+        client = client or WeChatClient(WeChatPublisher.config_of(settings), settings.data_dir)
     except ConfigError:
         numbers.note = "未配置公众号（wechat.app_id / app_secret），没有统计微信数据。"
         return numbers

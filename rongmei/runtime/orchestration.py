@@ -1,4 +1,5 @@
-"""Talking to the Prefect server from outside a flow run (the CLI) and about runs other than our own.
+"""Talking to the Prefect server from outside a flow run (the CLI), about runs other than our own, and for the
+channels' slots (global concurrency limits): Prefect knowledge stays out of the channels.
 
 Prefect is imported lazily: the CLI must stay quick for commands that never touch it.
 """
@@ -6,13 +7,16 @@ Prefect is imported lazily: the CLI must stay quick for commands that never touc
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import requests
 
+from publishers.base import SlotUnavailable
 from rongmei.core.settings import Settings
 
-__all__ = ["api_auth_file", "cancel_item_runs", "read_api_auth", "use_local_prefect"]
+__all__ = ["PrefectSlots", "api_auth_file", "cancel_item_runs", "read_api_auth", "use_local_prefect"]
 
 AUTH_FILE = "prefect-api-auth"
 
@@ -72,3 +76,41 @@ def cancel_item_runs(item_id: str, reason: str) -> list[str]:
             client.set_flow_run_state(run.id, Cancelled(message=f"稿件已撤稿（{reason}），本运行已取消"), force=True)
             cancelled.append(run.name)
     return cancelled
+
+
+class PrefectSlots:
+    """`publishers.base.Slots` as Prefect global concurrency limits (1 slot, strict), handed to the channels by
+    the publish flow: its workers may sit on several machines that share only the Prefect server. A limit is
+    created the first time its name is used."""
+
+    def __init__(self, timeout_seconds: float = 300) -> None:
+        self.timeout_seconds = timeout_seconds
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[None]:
+        from prefect.concurrency.sync import concurrency
+
+        try:
+            _ensure_limit(name)
+            slot = concurrency(name, occupy=1, timeout_seconds=self.timeout_seconds, strict=True)
+            slot.__enter__()
+        except Exception as exc:  # Prefect's own errors vary (httpx, timeouts, acquisition errors)
+            raise SlotUnavailable(f"Prefect 并发限制 {name} 不可用（{exc}）") from exc
+        try:
+            yield
+        finally:
+            slot.__exit__(None, None, None)
+
+
+def _ensure_limit(name: str) -> None:
+    """Create the limit (1 slot) the first time: Prefect ignores limits that do not exist."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            with suppress(ObjectAlreadyExists):
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))

@@ -2,7 +2,7 @@
 
 Starts the Prefect server (its private PostgreSQL, telemetry off, an API login: see `api_auth`), registers the
 deployments from prefect.yaml, starts our process worker (`rongmei.runtime.worker`), the distribution server and
-(without real WeChat credentials) the WeChat stand-in, and seeds the sample items. Ctrl-C stops the worker
+what the channels run locally (the WeChat stand-in without real credentials), and seeds the sample items. Ctrl-C stops the worker
 first, then the servers. Everything lives in the data dir, so a second `rongmei up` continues where the first
 stopped.
 """
@@ -34,6 +34,10 @@ from rongmei.runtime.pgcluster import PrivateCluster
 from rongmei.runtime.warmstart import SOCKET_ENV
 from rongmei.storage.privacy import private_file
 
+__all__ = [
+    "Stack", "api_auth", "demo_reviewers_left", "deploy", "enroll_demo_reviewers", "extra_services", "prefect_database",
+    "prefect_env", "seed_samples", "start_prefect", "start_worker", "wait_for",
+]
 log = logging.getLogger(__name__)
 WORK_POOL = "rongmei"
 SERVER_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"
@@ -256,23 +260,21 @@ def seed_samples(settings: Settings) -> int:
 
 
 def extra_services(stack: Stack, settings: Settings, store: object) -> list[str]:
-    """Distribution server, and the WeChat stand-in when no real credentials are configured."""
+    """Distribution server, and what each channel runs locally (`Publisher.local_services`, e.g. a stand-in of
+    its remote API when no real credentials are configured)."""
+    from publishers import registry_for
     from rongmei.distribution.server import serve_in_thread
 
     messages = []
     server = serve_in_thread(settings, host=settings.server_host, port=settings.server_port)
     stack.stoppers.append(("distribution server", server.stop))
     messages.append(f"distribution server on {server.url}")
-    if not settings.wechat.app_id:
-        from standins.wechat import start_standin
-
-        standin = start_standin(host="127.0.0.1", port=0, app_id="wx-standin", secret="standin-secret")
-        stack.stoppers.append(("wechat stand-in", standin.stop))
-        # Flow runs read these through the worker's environment.
-        os.environ["RONGMEI_WECHAT__BASE_URL"] = standin.base_url
-        os.environ["RONGMEI_WECHAT__APP_ID"] = "wx-standin"
-        os.environ["RONGMEI_WECHAT__APP_SECRET"] = "standin-secret"
-        messages.append(f"WeChat stand-in (no real credentials configured) on {standin.base_url}")
+    for channel in registry_for(settings).publishers.values():
+        for service in channel.local_services(settings):
+            stack.stoppers.append((service.name, service.stop))
+            os.environ.update(service.environment)  # flow runs read these through the worker's environment
+            if service.message:
+                messages.append(service.message)
     return messages
 
 

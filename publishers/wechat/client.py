@@ -25,9 +25,14 @@ from typing import Any, ClassVar
 
 import requests
 
+from publishers.wechat.config import WeChatSettings
 from rongmei.core.errors import ConfigError, PublishError
-from rongmei.core.settings import WeChatSettings
 
+__all__ = [
+    "ArticleStats", "DailyBudget", "TokenCache", "WeChatClient", "WeChatContentError", "WeChatError",
+    "WeChatIpNotWhitelisted", "WeChatLimitError", "WeChatMediaError", "WeChatPublishFailed", "WeChatQuotaExceeded",
+    "WeChatTokenError", "WeChatTooFrequent", "WeChatUnauthorized", "error_for", "file_lock",
+]
 log = logging.getLogger(__name__)
 
 TOKEN_ERRORS = frozenset({40001, 40014, 42001})  # invalid / expired access_token: refresh once and retry

@@ -703,6 +703,20 @@ class WeChatPublisher(Publisher):
         return Receipt(state="succeeded", remote_id=media_id, message=message,
                        details={"media_id": media_id, "reason": reason, "final": True})
 
+    # Reach (传播监测) ---------------------------------------------------------------------------------------
+    reach_columns = (("wechat_reads", "微信阅读"), ("wechat_shares", "微信分享", "分享"),
+                     ("wechat_likes", "微信点赞", "点赞"))
+    reach_order = 20
+
+    @classmethod
+    def reach(cls, window: Any) -> Any:
+        """Reads (the reach), shares and likes from WeChat's statistics: publishers.wechat_reach.
+
+        `window` is a publishers.reach.ReachWindow, the answer a ChannelReach."""
+        from publishers.wechat_reach import wechat_reach
+
+        return wechat_reach(window)
+
 
 def _in_prefect_run() -> bool:
     if "prefect" not in sys.modules:  # never imported: certainly not inside a run (and importing costs ~1 s)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from publishers.reach import ChannelReach, ReachWindow
 from rongmei.core.errors import ConfigError, PublishError
 from rongmei.core.model import CheckResult, ItemMeta
 from rongmei.core.settings import Settings
@@ -164,6 +165,18 @@ class Publisher(ABC):
         such a delivery. Channels whose calls are never left unconfirmed need not implement it."""
         raise PublishError(f"channel {self.name!r} cannot check an unconfirmed delivery; check it by hand",
                            retryable=False)
+
+    # Reach (传播监测): the columns the channel adds to the report and the numbers behind them. Each column is a
+    # `publishers.reach.ReachColumn` or a plain (key, label) tuple; the first is the channel's reach (added to
+    # 总到达), any further ones engagement (shown, not added). No columns: the channel is not in the report.
+    reach_columns: ClassVar[tuple[tuple[str, ...], ...]] = ()
+    reach_order: ClassVar[int] = 100  # where its columns stand among the channels' (lowest first, then by name)
+
+    @classmethod
+    def reach(cls, window: ReachWindow) -> ChannelReach | None:
+        """The channel's numbers for the report's window, from the sources `window` carries (page views, plays,
+        the channel's own deliveries) or its own remote statistics. Default None: the channel reports nothing."""
+        return None
 
     def refresh(self, now: datetime) -> None:  # noqa: B027 - optional hook, most channels need nothing
         """Re-apply time rules (expiry) to what the channel shows; called on a schedule. Default: nothing."""

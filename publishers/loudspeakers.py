@@ -213,6 +213,20 @@ class LoudspeakerPublisher(AggregatePublisher):
                 log.info("loudspeaker playlist %s is now version %d", zone, version)
         return rebuilt
 
+    # Reach (传播监测) ---------------------------------------------------------------------------------------
+    reach_columns = (("loudspeaker_plays", "村村响播放"),)
+    reach_order = 40
+
+    @classmethod
+    def reach(cls, window: Any) -> Any:
+        """Proof-of-play reports of loudspeaker terminals, per item and local day, rolled up from the village
+        to its township. A terminal enrolled with only a zone is a loudspeaker (one with a group is a screen).
+
+        `window` is a publishers.reach.ReachWindow, the answer a ChannelReach."""
+        from publishers.reach import count_plays
+
+        return count_plays(window, lambda count: not count.group, by_group=False)
+
 
 def _versions(rebuilt: dict[str, tuple[int, dict[str, Any]]]) -> dict[str, int]:
     return {zone: version for zone, (version, _body) in rebuilt.items()}

@@ -155,6 +155,20 @@ class ScreenPublisher(AggregatePublisher):
                 log.info("screen manifest %s is now version %d", group, version)
         return rebuilt
 
+    # Reach (传播监测) ---------------------------------------------------------------------------------------
+    reach_columns = (("screen_plays", "大屏播放"),)
+    reach_order = 30
+
+    @classmethod
+    def reach(cls, window: Any) -> Any:
+        """Proof-of-play reports of screens, per item and local day, rolled up to township and display group.
+        A terminal enrolled with a display group is a screen, even when it also has a zone.
+
+        `window` is a publishers.reach.ReachWindow, the answer a ChannelReach."""
+        from publishers.reach import count_plays
+
+        return count_plays(window, lambda count: bool(count.group), by_group=True)
+
 
 def _versions(rebuilt: dict[str, tuple[int, dict[str, Any]]]) -> dict[str, int]:
     return {group: version for group, (version, _body) in rebuilt.items()}

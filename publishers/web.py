@@ -423,6 +423,21 @@ class WebPublisher(AggregatePublisher):
                 json.dump(now_present, out, ensure_ascii=False)
             os.replace(tmp, path)
 
+    # Reach (传播监测) ---------------------------------------------------------------------------------------
+    reach_columns = (("web_views", "网站浏览"),)
+    reach_order = 10
+    reach_page = re.compile(r"^/articles/([^/]+)/(?:index\.html)?$")  # an item's page, as this channel writes it
+
+    @classmethod
+    def reach(cls, window: Any) -> Any:
+        """Page views of an item's page (`/articles/<id>/`, or its index.html) per item and local day. A 304 is
+        a reader coming back with the page cached, still a view; previews, media, feeds and bots never count.
+
+        `window` is a publishers.reach.ReachWindow, the answer a ChannelReach."""
+        from publishers.reach import page_reach
+
+        return page_reach(window, "/articles/", cls.reach_page)
+
 
 # Entry points for flows --------------------------------------------------------------------------------------
 def refresh(settings: Settings, now: datetime | None = None) -> None:

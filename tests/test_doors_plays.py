@@ -39,7 +39,7 @@ from publishers.loudspeakers import LoudspeakerPublisher
 from publishers.screens import ScreenPublisher
 from rongmei.core.settings import Settings
 from rongmei.distribution.terminals import MAX_BATCH_BYTES, end_grants, enroll_terminal, replace_grants
-from rongmei.reach.report import play_counts
+from rongmei.reach.sources import play_counts
 from rongmei.storage.store import Play, RefusedPlay, Store
 from rongmei.targets.base import CACHE_MEDIA, WITHDRAWN_DIR
 from rongmei.targets.directory import DirectoryTarget
@@ -268,7 +268,7 @@ def test_refused_plays_never_reach_the_reach_report(world, radio):
     world.report("hongqi-01", play("never-given", sha, world.clock() + timedelta(minutes=3)))
     assert len(world.refused_rows()) == 3
     counts = play_counts(world.store, world.settings, date(2025, 6, 2), date(2025, 6, 2))
-    assert [(c.item_id, c.channel, c.plays) for c in counts] == [("ls-only", "loudspeakers", 1)]
+    assert [(c.item_id, c.group, c.plays) for c in counts] == [("ls-only", "", 1)]  # a loudspeaker: no group
 
 
 def test_channels_declare_exactly_what_each_audience_was_given(world):

@@ -26,15 +26,9 @@ from rongmei.core.model import ItemMeta
 from rongmei.core.settings import ScreenGroup, Settings, Zone
 from rongmei.distribution.server import serve_in_thread
 from rongmei.distribution.terminals import enroll_terminal, replace_grants
-from rongmei.reach.report import (
-    cli_report,
-    format_report,
-    gather,
-    report_table,
-    report_window,
-    summary_markdown,
-    write_outputs,
-)
+from rongmei.reach.outputs import cli_report, format_report, summary_markdown, write_outputs
+from rongmei.reach.report import gather, report_table
+from rongmei.reach.window import report_window
 from rongmei.storage.store import Delivery, Item, Store, Version
 from standins.wechat import StandIn, start_standin
 
@@ -240,7 +234,7 @@ def test_report_counts_exactly_what_was_generated(world: World) -> None:
 
 def test_window_excludes_days_outside_it(world: World) -> None:
     yesterday = world.today - timedelta(days=1)
-    rows = {row["item_id"]: row for row in report_table(world.store, world.settings, yesterday, yesterday)}
+    rows = {row["item_id"]: row for row in report_table(world.store, world.settings, yesterday, yesterday).rows}
     # Yesterday only: no web views (they are all today), the WeChat reads, HARVEST's yesterday plays.
     assert numbers(rows[HARVEST]) == {"web_views": 0, "wechat_reads": 40, "wechat_shares": 5, "wechat_likes": 7,
                                       "screen_plays": 3, "loudspeaker_plays": 2, "total_reach": 45}
@@ -286,7 +280,8 @@ def test_wechat_trouble_is_reported_and_other_channels_still_count(world: World)
     world.standin.set_faults(ip_whitelist=True)
     report = gather(world.store, world.settings, world.since, world.today)
     harvest = report.items[HARVEST]
-    assert harvest.wechat_reads == 0 and harvest.web_views == 5 and harvest.screen_plays == 3
+    assert harvest.numbers["wechat_reads"] == 0 and harvest.numbers["web_views"] == 5
+    assert harvest.numbers["screen_plays"] == 3
     assert any("微信统计获取失败" in note and "40164" in note for note in report.notes), report.notes
 
 

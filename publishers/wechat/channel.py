@@ -29,6 +29,7 @@ from publishers.base import (
     Slots,
     SlotUnavailable,
 )
+from publishers.reach import ChannelReach, ReachWindow
 from publishers.wechat.checks import TITLE_LIMIT, wechat_checks
 from publishers.wechat.client import (
     DailyBudget,
@@ -44,6 +45,7 @@ from publishers.wechat.client import (
 from publishers.wechat.config import WeChatSettings
 from publishers.wechat.formatting import make_digest, wechat_html
 from publishers.wechat.images import BodyImages, choose_cover, prepare_image
+from publishers.wechat.reach import wechat_reach
 from rongmei.core.model import CheckResult, ItemMeta
 from rongmei.core.settings import Settings
 
@@ -330,3 +332,13 @@ class WeChatPublisher(Publisher):
         log.info("wechat: deleted draft %s of %s (%s)", media_id, item_id, reason)
         return Receipt(state="succeeded", remote_id=media_id, message=message,
                        details={"media_id": media_id, "reason": reason, "final": True})
+
+    # Reach (传播监测) ---------------------------------------------------------------------------------------
+    reach_columns = (("wechat_reads", "微信阅读"), ("wechat_shares", "微信分享", "分享"),
+                     ("wechat_likes", "微信点赞", "点赞"))
+    reach_order = 20
+
+    @classmethod
+    def reach(cls, window: ReachWindow) -> ChannelReach:
+        """Reads (the reach), shares and likes from WeChat's statistics (publishers.wechat.reach)."""
+        return wechat_reach(window)

@@ -278,7 +278,7 @@ def report(
     until: Annotated[str | None, typer.Option("--until", help="Last day, YYYY-MM-DD; default today.")] = None,
 ) -> None:
     """传播监测: reach per item and channel (web, WeChat, screens, loudspeakers)."""
-    from rongmei.reach.report import cli_report
+    from rongmei.reach.outputs import cli_report
 
     raise typer.Exit(cli_report(since, until))
 

@@ -1,2 +1,5 @@
-"""Reach (传播监测): numbers from every channel, the report, and its outputs.
+"""Reach (传播监测): how far each item went on every channel, from the numbers the channels give.
+
+`window` (which days), `sources` (what the core reads for the channels), `report` (adding it up), `outputs`
+(table, CSVs, chart, summary, CLI). The channels' side of the hook is `publishers.reach`.
 """

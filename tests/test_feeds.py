@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from rongmei.core.model import ItemMeta
 from rongmei.core.settings import Settings
-from rongmei.intake.bundles import find_drops
+from rongmei.intake.drops import find_drops
 from rongmei.intake.feeds import (
     FeedEntry,
     FeedSourceConfig,

@@ -1,3 +1,3 @@
-"""Getting content in: reading a drop (bundles), the automatic pre-checks, ingest into the store, and
-reprints pulled from upstream feeds.
+"""Getting content in: drops in the inbox (drops, names, safe_open), reading one into a bundle (bundles,
+frontmatter), the automatic pre-checks, ingest into the store, and reprints pulled from upstream feeds.
 """

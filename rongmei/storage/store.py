@@ -189,7 +189,7 @@ class Store:
     def put_stream(self, source: Any) -> tuple[str, int]:
         """Copy an open binary file (read from where it stands) into the blob store; returns (sha256, bytes).
 
-        Ingest opens drop files itself, without following links, and checks what it opened (rongmei.intake.bundles):
+        Ingest opens drop files itself, without following links, and checks what it opened (rongmei.intake.safe_open):
         the blob is then exactly that file, not whatever its path names by the time it is copied."""
         digest = hashlib.sha256()
         self.blob_dir.mkdir(parents=True, exist_ok=True)

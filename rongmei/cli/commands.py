@@ -46,7 +46,7 @@ def status(
     if item and not items:
         typer.echo(f"没有编号为 {item} 的稿件。用 `rongmei status` 查看全部。", err=True)
         raise typer.Exit(1)
-    from rongmei.intake.feeds import feed_health, health_markdown
+    from rongmei.intake.feeds.health import feed_health, health_markdown
 
     feeds = [] if item else feed_health(store)
     if as_json:

@@ -70,7 +70,7 @@ def audit_verify() -> None:
     if verdict.ok:
         message = (f"ledger OK: {verdict.entries} entries, chain intact, anchored at #{verdict.anchored_seq} "
                    f"(checkpoint {verdict.anchored_at})")
-        if store.ledger.s3_bucket:
+        if store.ledger.anchors.s3_bucket:
             s3 = verdict.s3_seq
             message += f", S3 checkpoint at #{s3}" if s3 is not None else ", no S3 checkpoint yet"
         if verdict.anchored_seq is not None and verdict.entries > verdict.anchored_seq:

@@ -130,7 +130,9 @@ class Store:
     def __init__(self, url: str, blob_dir: Path, *, secrets_dir: Path | None = None,
                  ledger_dir: Path | None = None, s3_bucket: str = "", s3_endpoint_url: str = "",
                  durable: bool = True) -> None:
-        from rongmei.storage.ledger import LedgerKeeper  # the ledger module builds on this one's tables
+        from rongmei.storage.ledger_keeper import (
+            LedgerKeeper,  # the ledger modules build on this one's tables
+        )
 
         self.url = url
         self.durable = durable

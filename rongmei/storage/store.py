@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from rongmei.core.errors import StoreError
-from rongmei.storage.tables import (  # noqa: F401 - the models, importable from here as before
+from rongmei.storage.tables import (  # the models, importable from here as before (listed in __all__)
     Base,
     Blob,
     CodeFailure,
@@ -44,6 +44,29 @@ from rongmei.storage.tables import (  # noqa: F401 - the models, importable from
     Version,
     utcnow,
 )
+
+__all__ = [
+    "CHUNK",
+    "Base",
+    "Blob",
+    "CodeFailure",
+    "Delivery",
+    "Grant",
+    "Item",
+    "LedgerEntry",
+    "Play",
+    "RefusedPlay",
+    "ReviewAttempt",
+    "Reviewer",
+    "SignOff",
+    "Store",
+    "Terminal",
+    "TotpUse",
+    "Version",
+    "add_missing_columns",
+    "make_engine",
+    "utcnow",
+]
 
 CHUNK = 1024 * 1024
 

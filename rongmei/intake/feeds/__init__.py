@@ -8,4 +8,4 @@ has already taken (`pull`, with the tables `FeedSource` and `FeedEntry` in rongm
 re-published or edited entry upstream never comes in twice, and each source's health (`health`).
 """
 
-__all__: list[str] = []
+__all__ = ["drops", "fetch", "health", "html2md", "pull"]

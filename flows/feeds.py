@@ -12,16 +12,10 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from rongmei.core.settings import Settings, load_settings
-from rongmei.intake.feeds import (
-    READ_TIMEOUT,
-    FeedSourceConfig,
-    PullResult,
-    configured_sources,
-    feed_health,
-    health_markdown,
-    pull_source,
-)
+from rongmei.core.settings import FeedSourceConfig, Settings, load_settings
+from rongmei.intake.feeds.fetch import READ_TIMEOUT
+from rongmei.intake.feeds.health import feed_health, health_markdown
+from rongmei.intake.feeds.pull import PullResult, configured_sources, pull_source
 from rongmei.storage.store import Store
 
 

@@ -12,8 +12,9 @@ from prefect.cache_policies import NO_CACHE
 
 from rongmei.core.errors import RongmeiError
 from rongmei.core.settings import Settings, load_settings
-from rongmei.intake.bundles import Drop, escape_name
+from rongmei.intake.drops import Drop
 from rongmei.intake.ingest import Outcome, ingest_drop, settled_drops
+from rongmei.intake.names import escape_name
 from rongmei.storage.store import Store
 
 

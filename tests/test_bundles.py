@@ -7,8 +7,10 @@ import time
 from pathlib import Path
 
 from conftest import age_tree, write_drop
+from publishers import load_publishers
 from rongmei.core.model import Kind
-from rongmei.intake.bundles import find_drops, is_settled, read_bundle
+from rongmei.intake.bundles import read_bundle
+from rongmei.intake.drops import find_drops, is_settled
 
 
 def test_folder_drop_reads_meta_body_and_files(settings):
@@ -69,6 +71,14 @@ def test_missing_title_lists_every_problem_in_chinese(settings):
     codes = {p.code for p in bundle.problems}
     assert {"meta.title.missing", "meta.author.missing", "meta.kind.invalid"} <= codes
     assert all(p.fix for p in bundle.problems)
+
+
+def test_a_wrong_channels_value_lists_the_installed_channels(settings):
+    write_drop(settings.inbox, "bad", "title: x\nauthor: y\nchannels: [{web: 1}]")
+    (problem,) = read_bundle(find_drops(settings.inbox)[0]).problems
+    installed = list(load_publishers().publishers)
+    assert problem.code == "meta.channels.invalid" and installed
+    assert problem.fix == "可选的值：" + "、".join(installed) + "。"
 
 
 def test_drop_still_being_written_is_not_settled(settings):

@@ -26,7 +26,7 @@ from review_helpers import await_final, await_pause, code_for, review_run_id, si
 from rongmei.cli.commands import app
 from rongmei.core.model import ItemState
 from rongmei.delivery.deliveries import build_release, deliver
-from rongmei.intake.bundles import find_drops
+from rongmei.intake.drops import find_drops
 from rongmei.intake.ingest import ingest_drop
 from rongmei.review.reviewers import _load_secrets, current_code, enroll, set_active
 from rongmei.review.signoff import apply_signoff, form_description

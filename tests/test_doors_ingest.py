@@ -21,8 +21,11 @@ from sqlalchemy import select
 from conftest import age_tree, write_drop
 from publishers.base import Capabilities, Publisher, PublishError
 from rongmei.core.files import unique_path
-from rongmei.intake.bundles import UnsafeFile, find_drops, read_bundle, unsafe_name
+from rongmei.intake.bundles import read_bundle
+from rongmei.intake.drops import find_drops
 from rongmei.intake.ingest import STUCK, ingest_inbox
+from rongmei.intake.names import unsafe_name
+from rongmei.intake.safe_open import UnsafeFile
 from rongmei.storage.store import LedgerEntry, Store, Version
 
 GOOD = "title: 好稿\nauthor: 李四\nchannels: [web]"

@@ -31,7 +31,7 @@ from conftest import fake_aws_credentials, s3_server
 from rongmei.cli.commands import app
 from rongmei.core.errors import LedgerTampered, StoreError
 from rongmei.core.settings import Settings
-from rongmei.storage import ledger
+from rongmei.storage import ledger, ledger_chain
 from rongmei.storage.store import Base, LedgerEntry, Store
 
 FIELDS = ("at", "actor", "action", "item_id", "version", "content_hash", "details", "prev_hash", "hash")
@@ -98,7 +98,7 @@ def as_attacker(store: Store) -> Session:
 def rewrite_chain(store: Store, digest) -> None:
     """Recompute every entry's hash and link with `digest`, as someone without the key would."""
     with as_attacker(store) as s, s.begin():
-        prev = ledger.GENESIS
+        prev = ledger_chain.GENESIS
         for entry in s.scalars(select(LedgerEntry).order_by(LedgerEntry.seq)):
             entry.prev_hash = prev
             entry.hash = prev = digest(entry)
@@ -106,13 +106,13 @@ def rewrite_chain(store: Store, digest) -> None:
 
 def write_unkeyed_ledger(store: Store, n: int = 5) -> str:
     """A ledger as the previous release wrote it (plain sha256 chain, no key yet); returns its head hash."""
-    prev = ledger.GENESIS
+    prev = ledger_chain.GENESIS
     with as_attacker(store) as s, s.begin():
         for seq in range(1, n + 1):
             entry = LedgerEntry(seq=seq, at=f"2026-01-0{seq}T08:00:00.000000+00:00", actor="editor:zhang",
                                 action="ingested", item_id=f"item-{seq}", version=1, content_hash="ab" * 32,
                                 details={"drop": f"稿件{seq}"}, prev_hash=prev)
-            entry.hash = prev = ledger.plain_hash(entry)
+            entry.hash = prev = ledger_chain.plain_hash(entry)
             s.add(entry)
     return prev
 
@@ -129,7 +129,7 @@ def test_entries_are_keyed_and_every_append_batch_is_anchored(backend):
     with as_attacker(store) as s:
         entries = list(s.scalars(select(LedgerEntry).order_by(LedgerEntry.seq)))
     # Still 64 hex digits, but nothing anyone can recompute from the row alone.
-    assert all(len(e.hash) == 64 and int(e.hash, 16) >= 0 and e.hash != ledger.plain_hash(e) for e in entries)
+    assert all(len(e.hash) == 64 and int(e.hash, 16) >= 0 and e.hash != ledger_chain.plain_hash(e) for e in entries)
     lines = backend.checkpoints()
     assert [line["seq"] for line in lines] == [0, 1, 2, 3, 4, 5, 6]  # the keying, then one per batch
     assert [line["hash"] for line in lines[1:]] == [e.hash for e in entries]
@@ -199,8 +199,8 @@ def test_dba_rewriting_the_whole_chain_without_the_key_is_caught(backend, digest
     store = backend.store()
     fill(store)
     other = os.urandom(32)
-    rewrite_chain(store, ledger.plain_hash if digest == "plain sha256" else
-                  lambda e: hmac.new(other, ledger._canonical(e), hashlib.sha256).hexdigest())
+    rewrite_chain(store, ledger_chain.plain_hash if digest == "plain sha256" else
+                  lambda e: hmac.new(other, ledger_chain.canonical(e), hashlib.sha256).hexdigest())
     # A plain chain looks like the previous release's: a new process must not take it for one and re-key it.
     fresh = backend.store()
     v = verdict(fresh)
@@ -248,7 +248,7 @@ def test_a_crash_between_commit_and_checkpoint_leaves_a_ledger_that_verifies(bac
         raise OSError(28, "No space left on device")
 
     with monkeypatch.context() as m:
-        m.setattr(store.ledger, "_append_checkpoint", power_cut)
+        m.setattr(store.ledger.anchors, "append", power_cut)
         fill(store, 2)  # committed; their checkpoints never written
     assert "entry 5 is committed but its checkpoint could not be written" in caplog.text
     v = verdict(backend.store())
@@ -264,11 +264,11 @@ def test_a_checkpoint_arriving_after_a_newer_one_is_not_written(backend, monkeyp
     a, b = backend.store(), backend.store()
     fill(a, 1)
     late = []
-    monkeypatch.setattr(a.ledger, "_append_checkpoint", lambda *args: late.append(args))
+    monkeypatch.setattr(a.ledger.anchors, "append", lambda *args: late.append(args))
     fill(a, 1)
     fill(b, 1)
     monkeypatch.undo()
-    assert a.ledger._append_checkpoint(*late[0]) is None  # entry 2's checkpoint, now behind entry 3's
+    assert a.ledger.anchors.append(*late[0]) is None  # entry 2's checkpoint, now behind entry 3's
     assert [line["seq"] for line in backend.checkpoints()] == [0, 1, 3]
     v = verdict(backend.store())
     assert v.ok and v.anchored_seq == 3
@@ -305,7 +305,7 @@ def test_authentic_tells_a_written_entry_from_a_forged_one(backend):
     with as_attacker(store) as s, s.begin():  # a sign-off's entry forged with the old, unkeyed formula
         forged = LedgerEntry(seq=3, at="2026-01-01T08:00:00+00:00", actor="reviewer:chief", action="signed",
                              item_id="a", version=1, details={"stage": "final"}, prev_hash=s.get(LedgerEntry, 2).hash)
-        forged.hash = ledger.plain_hash(forged)
+        forged.hash = ledger_chain.plain_hash(forged)
         s.add(forged)
     with store.session() as s:
         written = s.get(LedgerEntry, 2)
@@ -328,7 +328,7 @@ def test_migration_of_an_old_unkeyed_ledger_keeps_verifying(backend):
     assert [e.action for e in entries] == ["ingested"] * 5 + ["ledger_keyed", "signed"]
     keyed = entries[5]
     assert keyed.details["previous_head"] == old_head and keyed.details["previous_entries"] == 5
-    assert all(e.hash != ledger.plain_hash(e) for e in entries)  # every old entry re-hashed with the key
+    assert all(e.hash != ledger_chain.plain_hash(e) for e in entries)  # every old entry re-hashed with the key
     assert [e.item_id for e in entries[:5]] == [f"item-{n}" for n in range(1, 6)]  # content untouched
     assert [line["seq"] for line in backend.checkpoints()] == [6, 7]
     assert backend.key_file.exists() and not (backend.settings.secrets_dir / "ledger.key.pending").exists()
@@ -349,7 +349,7 @@ def test_migration_refuses_a_tampered_old_ledger(backend, caplog):
     assert not v.ok and v.first_bad_seq == 3 and "previous release does not verify" in v.reason
     with as_attacker(store) as s:
         entries = list(s.scalars(select(LedgerEntry).order_by(LedgerEntry.seq)))
-    assert len(entries) == 5 and entries[3].hash == ledger.plain_hash(entries[3])  # nothing re-hashed
+    assert len(entries) == 5 and entries[3].hash == ledger_chain.plain_hash(entries[3])  # nothing re-hashed
     assert not backend.key_file.exists()
 
 
@@ -380,19 +380,19 @@ def test_dba_rewriting_the_chain_while_a_crashed_keying_is_pending_is_refused(ba
     backend.key_file.rename(backend.settings.secrets_dir / "ledger.key.pending")  # crash before the link
     with as_attacker(store) as s, s.begin():  # back to a plain chain, without the ledger_keyed entry
         s.execute(delete(LedgerEntry).where(LedgerEntry.seq >= 6))
-    rewrite_chain(store, ledger.plain_hash)
+    rewrite_chain(store, ledger_chain.plain_hash)
     fresh = backend.store()
     with pytest.raises(LedgerTampered, match="keyed before"), fresh.session() as s:
         ledger.record(s, "signed", actor="reviewer-x")
     assert not verdict(fresh).ok and not backend.key_file.exists()
     with as_attacker(fresh) as s:
-        assert ledger.count(s) == 5 and s.get(LedgerEntry, 5).hash == ledger.plain_hash(s.get(LedgerEntry, 5))
+        assert ledger.count(s) == 5 and s.get(LedgerEntry, 5).hash == ledger_chain.plain_hash(s.get(LedgerEntry, 5))
 
 
 def test_deleting_the_key_does_not_make_the_ledger_unkeyed(backend):
     store = backend.store()
     fill(store)
-    rewrite_chain(store, ledger.plain_hash)  # ... and then hope the service re-keys it as an old ledger
+    rewrite_chain(store, ledger_chain.plain_hash)  # ... and then hope the service re-keys it as an old ledger
     backend.key_file.unlink()
     fresh = backend.store()
     with pytest.raises(LedgerTampered, match=r"restore \S+/ledger\.key from the backup"), fresh.session() as s:
@@ -504,7 +504,7 @@ def test_every_append_batch_is_anchored_in_s3_too(s3_settings, monkeypatch):
     assert [o["Key"] for o in listed["Contents"]] == [f"ledger-checkpoints/{n:012d}.json" for n in (0, 1, 2, 3)]
     body = json.loads(client.get_object(Bucket=s3_settings.s3_bucket, Key="ledger-checkpoints/000000000003.json")
                       ["Body"].read())
-    assert body == json.loads(store.ledger.checkpoint_file.read_text().splitlines()[-1])
+    assert body == json.loads(store.ledger.anchors.checkpoint_file.read_text().splitlines()[-1])
     v = verdict(store)
     assert v.ok and v.s3_seq == 3
     monkeypatch.setenv("RONGMEI_DATA_DIR", str(s3_settings.data_dir))
@@ -521,8 +521,8 @@ def test_rolling_back_database_and_checkpoint_file_together_is_caught_by_s3(s3_s
     # Someone who can also write the data dir (but still not read the key) cuts both back to entry 4.
     with as_attacker(store) as s, s.begin():
         s.execute(delete(LedgerEntry).where(LedgerEntry.seq >= 5))
-    lines = store.ledger.checkpoint_file.read_text().splitlines()
-    store.ledger.checkpoint_file.write_text("\n".join(lines[:5]) + "\n")  # lines for entries 0–4
+    lines = store.ledger.anchors.checkpoint_file.read_text().splitlines()
+    store.ledger.anchors.checkpoint_file.write_text("\n".join(lines[:5]) + "\n")  # lines for entries 0–4
     v = verdict(Store.from_settings(s3_settings))
     assert not v.ok and v.first_bad_seq == 5 and "the S3 checkpoint" in v.reason and "5–6 are missing" in v.reason
 
@@ -540,7 +540,7 @@ def test_an_unreachable_s3_never_fails_the_transaction(settings, monkeypatch, ca
     with store.session() as s:
         assert ledger.count(s) == 2
     assert "ledger checkpoint for entry 2 could not be put to s3://gone/" in caplog.text
-    assert [line["seq"] for line in json_lines(store.ledger.checkpoint_file)] == [0, 1, 2]
+    assert [line["seq"] for line in json_lines(store.ledger.anchors.checkpoint_file)] == [0, 1, 2]
     v = verdict(store)
     assert not v.ok and v.inconclusive and "could not read the ledger checkpoints in s3://gone/" in v.reason
 

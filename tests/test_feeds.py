@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,21 +16,15 @@ from feed_server import FeedServer, feed_server
 from sqlalchemy import func, select
 
 from rongmei.core.model import ItemMeta
-from rongmei.core.settings import Settings
-from rongmei.intake.bundles import find_drops
-from rongmei.intake.feeds import (
-    FeedEntry,
-    FeedSourceConfig,
-    configured_sources,
-    feed_health,
-    html_to_markdown,
-    plain_text,
-    pull_all,
-    pull_source,
-    write_drop,
-)
+from rongmei.core.settings import FeedSourceConfig, Settings
+from rongmei.intake.drops import find_drops
+from rongmei.intake.feeds.drops import write_drop
+from rongmei.intake.feeds.health import feed_health
+from rongmei.intake.feeds.html2md import html_to_markdown, plain_text
+from rongmei.intake.feeds.pull import configured_sources, pull_all, pull_source
 from rongmei.storage.ledger import verify
 from rongmei.storage.store import LedgerEntry, Store
+from rongmei.storage.tables import FeedEntry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
 
@@ -246,7 +242,7 @@ def test_gbk_characters_in_a_feed_declared_gb2312(server: FeedServer, settings: 
 
 
 def test_write_drop_never_overwrites(settings: Settings) -> None:
-    from rongmei.intake.feeds import Reprint
+    from rongmei.intake.feeds.drops import Reprint
 
     reprint = Reprint(key="k", item_id="reprint-000000000001", meta={"id": "reprint-000000000001", "title": "甲",
                       "author": "乙"}, body="正文\n", link="")
@@ -336,3 +332,21 @@ def test_tables_are_created_for_an_older_database(tmp_path: Path) -> None:
 
     assert feed_health(older) == []
     assert {"feed_sources", "feed_entries"} <= set(inspect(older.engine).get_table_names())
+
+
+def test_a_fresh_database_gets_the_feed_tables_from_the_schema_alone(tmp_path: Path) -> None:
+    """The feed tables are models like the others: `create_schema` makes them without the feeds package loaded."""
+    script = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from sqlalchemy import inspect\n"
+        "from rongmei.storage.store import Store\n"
+        "store = Store(sys.argv[1], Path(sys.argv[2]))\n"
+        "store.create_schema()\n"
+        "assert not any(name.startswith('rongmei.intake') for name in sys.modules), 'intake was imported'\n"
+        "print(' '.join(sorted(inspect(store.engine).get_table_names())))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, f"sqlite:///{tmp_path / 'fresh.db'}", str(tmp_path / "blobs")],
+                          capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert {"feed_sources", "feed_entries"} <= set(done.stdout.split())

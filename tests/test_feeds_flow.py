@@ -20,7 +20,7 @@ def test_flow_pulls_every_source_and_reports_health(
     from prefect.artifacts import Artifact
 
     from flows.feeds import pull_feeds
-    from rongmei.intake.bundles import find_drops
+    from rongmei.intake.drops import find_drops
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -48,7 +48,7 @@ def status(
     if item and not items:
         typer.echo(f"没有编号为 {item} 的稿件。用 `rongmei status` 查看全部。", err=True)
         raise typer.Exit(1)
-    from rongmei.intake.feeds import feed_health, health_markdown
+    from rongmei.intake.feeds.health import feed_health, health_markdown
 
     feeds = [] if item else feed_health(store)
     if as_json:
@@ -72,7 +72,7 @@ def audit_verify() -> None:
     if verdict.ok:
         message = (f"ledger OK: {verdict.entries} entries, chain intact, anchored at #{verdict.anchored_seq} "
                    f"(checkpoint {verdict.anchored_at})")
-        if store.ledger.s3_bucket:
+        if store.ledger.anchors.s3_bucket:
             s3 = verdict.s3_seq
             message += f", S3 checkpoint at #{s3}" if s3 is not None else ", no S3 checkpoint yet"
         if verdict.anchored_seq is not None and verdict.entries > verdict.anchored_seq:

@@ -1,3 +1,5 @@
-"""Getting content in: reading a drop (bundles), the automatic pre-checks, ingest into the store, and
-reprints pulled from upstream feeds.
+"""Getting content in: drops in the inbox (drops, names, safe_open), reading one into a bundle (bundles,
+frontmatter), the automatic pre-checks, ingest into the store, and reprints pulled from upstream feeds.
 """
+
+__all__ = ["bundles", "checks", "drops", "feeds", "frontmatter", "ingest", "names", "safe_open"]

@@ -1,294 +1,38 @@
-"""Drops in the inbox, and reading one into a bundle (front matter, body, files).
+"""Reading a settled drop into a `Bundle`: every file checked before it is read (the safe opening is
+rongmei.intake.safe_open's), oversized Markdown and images refused, front matter or sidecar read
+(rongmei.intake.frontmatter), and every reason to reject collected rather than raised, for REJECTED.md.
 
-A drop is one of (DESIGN.md):
-- a folder `inbox/<name>/` with `index.md` and the item's files,
-- a single Markdown file `inbox/<name>.md`,
-- a lone video or audio file `inbox/<name>.mp4` with an optional `<name>.yaml` sidecar.
-
-Whoever can write into the inbox is not trusted with anything beyond their own drop ("Every door guarded"):
-every file is opened below the inbox one path component at a time without following a link
-(`open_inside`), must be a regular file with a single name, and is size-checked before it is read. Links
-inside a folder drop that stay inside it are resolved first and then opened the same way.
+Links inside a folder drop that stay inside it are resolved first and then opened the same way as any file.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import math
 import os
 import re
 import stat
-import unicodedata
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO
 
-import charset_normalizer
-import frontmatter
-import yaml
 from PIL import Image, UnidentifiedImageError
-from pydantic import ValidationError
 
-from rongmei.core.errors import DropError
-from rongmei.core.model import ITEM_ID, CheckResult, ItemMeta, Kind, Severity
+from rongmei.core.model import CheckResult, ItemMeta, Kind, Severity
+from rongmei.intake.drops import (
+    AUDIO_EXTENSIONS,
+    IGNORED_NAMES,
+    IMAGE_EXTENSIONS,
+    SIDECAR_EXTENSIONS,
+    VIDEO_EXTENSIONS,
+    Drop,
+    Limits,
+)
+from rongmei.intake.frontmatter import decode_text, parse_sidecar, split_front_matter, validate_meta
+from rongmei.intake.names import DROP_NAME_CHARS, escape_name, unsafe_name
+from rongmei.intake.safe_open import FileRef, UnsafeFile, file_identity, open_inside
 
-VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm"}
-AUDIO_EXTENSIONS = {".mp3", ".m4a", ".aac", ".wav", ".flac", ".ogg", ".opus"}
-MEDIA_EXTENSIONS = VIDEO_EXTENSIONS | AUDIO_EXTENSIONS
-IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".heic", ".tif", ".tiff"}
-SIDECAR_EXTENSIONS = (".yaml", ".yml")
-# Names that copy tools and browsers give files they are still writing.
-IN_PROGRESS = re.compile(r"(\.part|\.partial|\.crdownload|\.download|\.tmp|\.filepart|~)$|^~\$|^\.~lock", re.I)
-IGNORED_NAMES = {".DS_Store", "Thumbs.db", "desktop.ini", "REJECTED.md", "REVIEW.md"}
-ITEM_ID_CHARS = 100  # the longest id ITEM_ID allows (the store's String(100) columns)
-DROP_NAME_CHARS = 200  # the store keeps drop names in String(200) columns (PostgreSQL enforces it)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What the door accepts, from the settings (`Limits.from_settings`); the defaults are the settings'."""
-
-    file_bytes: int = 4 * 1024**3  # max_upload_bytes
-    markdown_bytes: int = 2 * 1024**2  # max_markdown_bytes: index.md, a single .md drop, a .yaml sidecar
-    image_pixels: int = 80_000_000  # media.max_image_pixels: renditions refuse larger images
-    name_bytes: int = 255  # longest folder name the item id becomes (archive/<id>/), in bytes
-
-    @classmethod
-    def from_settings(cls, settings: Any, name_bytes: int = 255) -> Limits:
-        return cls(
-            file_bytes=settings.max_upload_bytes,
-            markdown_bytes=settings.max_markdown_bytes,
-            image_pixels=settings.media.max_image_pixels,
-            name_bytes=name_bytes,
-        )
-
-
-# Names --------------------------------------------------------------------------------------------------
-def _unsafe_char(ch: str) -> bool:
-    # Cc: newlines, tabs and other controls; Zl/Zp: Unicode line breaks; Cs: bytes that are not UTF-8, which
-    # Python hands over as lone surrogates. Format characters (Cf) stay: traditional Mongolian needs U+180E.
-    return unicodedata.category(ch) in ("Cc", "Cs", "Zl", "Zp")
-
-
-def unsafe_name(name: str) -> bool:
-    """True when a file or drop name has a line break, another control character or bytes that are not UTF-8."""
-    return any(_unsafe_char(ch) for ch in name)
-
-
-def escape_name(name: str) -> str:
-    """The name with each unsafe character written out (`\\n`, `\\x07`, `\\u2028`): one line, nothing hidden."""
-    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-    out = []
-    for ch in name:
-        if not _unsafe_char(ch):
-            out.append(ch)
-        elif ch in named:
-            out.append(named[ch])
-        elif 0xDC80 <= ord(ch) <= 0xDCFF:  # an undecodable byte, as surrogateescape keeps it
-            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
-        elif ord(ch) < 0x100:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(f"\\u{ord(ch):04x}")
-    return "".join(out)
-
-
-def safe_name(name: str) -> str:
-    """A name for a folder we create from the editor's name: unsafe characters replaced by `_`."""
-    return "".join("_" if _unsafe_char(ch) else ch for ch in name)
-
-
-def name_bytes(name: str) -> int:
-    return len(name.encode("utf-8", "surrogateescape"))
-
-
-@dataclass(frozen=True)
-class Drop:
-    """Something an editor put into the inbox, not yet read."""
-
-    name: str
-    path: Path  # the folder, the .md file, or the media file
-    shape: str  # "folder" | "markdown" | "media"
-    members: tuple[Path, ...]  # every path that belongs to the drop (moved together)
-
-    @property
-    def label(self) -> str:
-        """The name as shown to people and in the ledger (unsafe characters escaped)."""
-        return escape_name(self.name)
-
-    def files(self) -> list[Path]:
-        """All regular files and links inside the drop, sorted, hidden clutter left out.
-
-        A link or anything else that is not a plain file under a name we ignore (REJECTED.md, REVIEW.md …) is
-        listed all the same: we write files of those names later and must never write through a link."""
-        if self.shape != "folder":
-            return [m for m in self.members if m == self.path or not _ignored(m)]
-        found: list[Path] = []
-        for root, dirs, names in os.walk(self.path, followlinks=False):
-            dirs.sort()
-            for name in sorted(names):
-                if not _ignored(Path(root) / name):
-                    found.append(Path(root) / name)
-            for name in dirs:
-                if (Path(root) / name).is_symlink():
-                    found.append(Path(root) / name)
-        return found
-
-
-def _ignored(path: Path) -> bool:
-    if path.name not in IGNORED_NAMES:
-        return False
-    try:
-        return stat.S_ISREG(path.lstat().st_mode)
-    except FileNotFoundError:
-        return True
-
-
-def find_drops(inbox: Path) -> list[Drop]:
-    """Every drop in the inbox, sorted by name. Hidden entries (work in progress of tools) are skipped."""
-    if not inbox.is_dir():
-        return []
-    entries = sorted(p for p in inbox.iterdir() if not p.name.startswith("."))
-    names = {p.name for p in entries}
-    drops: list[Drop] = []
-    for entry in entries:
-        if entry.is_dir() and not entry.is_symlink():
-            drops.append(Drop(entry.name, entry, "folder", (entry,)))
-        elif entry.suffix.lower() == ".md":
-            drops.append(Drop(entry.stem, entry, "markdown", (entry,)))
-        elif entry.suffix.lower() in MEDIA_EXTENSIONS:
-            members = [entry]
-            members += [entry.with_suffix(ext) for ext in SIDECAR_EXTENSIONS if entry.stem + ext in names]
-            drops.append(Drop(entry.stem, entry, "media", tuple(members)))
-        elif entry.is_symlink() or entry.is_dir():
-            drops.append(Drop(entry.name, entry, "folder", (entry,)))
-    return drops
-
-
-def is_settled(drop: Drop, now: float, settle_seconds: float) -> bool:
-    """True once nothing in the drop has changed for `settle_seconds` and no file is still being copied."""
-    newest = 0.0
-    paths = [drop.path, *drop.files()] if drop.shape == "folder" else list(drop.members)
-    try:
-        for path in paths:
-            if IN_PROGRESS.search(path.name):
-                return False
-            info = path.lstat()
-            newest = max(newest, info.st_mtime)
-            if stat.S_ISDIR(info.st_mode):
-                # A directory's mtime moves when files are added or renamed inside it.
-                for root, dirs, _ in os.walk(path):
-                    for d in dirs:
-                        newest = max(newest, (Path(root) / d).lstat().st_mtime)
-    except FileNotFoundError:
-        return False  # vanished while we looked: the copy is still in motion
-    return now - newest >= settle_seconds
-
-
-def drop_state(drop: Drop) -> str:
-    """What the drop looks like in the inbox right now (names, sizes, newest change), as a short key.
-
-    Equal keys mean nothing was added, removed or written in between: a failure is reported once per state,
-    and a drop whose state moved while it was being read is looked at again instead of being judged.
-    Raises FileNotFoundError when the drop itself is gone."""
-    entries: list[tuple[str, int, int]] = []
-
-    def add(path: Path) -> None:
-        try:
-            info = path.lstat()
-        except FileNotFoundError:
-            return
-        entries.append((os.fsencode(path).hex(), info.st_size, info.st_mtime_ns))
-
-    drop.path.lstat()
-    for member in drop.members:
-        add(member)
-    if drop.shape == "folder" and not drop.path.is_symlink():
-        for root, dirs, names in os.walk(drop.path):
-            for name in sorted(dirs) + sorted(names):
-                add(Path(root) / name)
-    return hashlib.sha256(repr((drop.shape, sorted(entries))).encode()).hexdigest()
-
-
-# Opening files --------------------------------------------------------------------------------------------
-class UnsafeFile(DropError):
-    """Raised when a file of a drop may not be read: not a regular file, more than one name, or a link."""
-
-    def __init__(self, code: str, message: str, fix: str) -> None:
-        super().__init__(message)
-        self.code, self.message, self.fix = code, message, fix
-
-
-@dataclass(frozen=True)
-class FileRef:
-    """Where a checked file lies (`inner`, relative to the inbox, internal links resolved) and which file it was."""
-
-    inbox: Path
-    inner: str
-    identity: tuple[int, int, int]  # device, inode, ctime: any write, rename or replacement changes it
-    size: int
-
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-# O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, and the worker with it.
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-
-
-def open_inside(inbox: Path, inner: str, label: str) -> tuple[int, os.stat_result]:
-    """Open `inbox/inner` for reading, every component below the inbox without following a link; the file
-    must be a regular file with one name. Returns the descriptor and its `fstat`. Raises UnsafeFile."""
-    parts = PurePosixPath(inner).parts
-    dir_fd = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)  # the inbox is the admin's
-    try:
-        for part in parts[:-1]:
-            next_fd = os.open(part, _DIR_FLAGS, dir_fd=dir_fd)
-            os.close(dir_fd)
-            dir_fd = next_fd
-        fd = os.open(parts[-1], _FILE_FLAGS, dir_fd=dir_fd)
-    except OSError as exc:
-        if exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            raise UnsafeFile(
-                "path.symlink",
-                f"文件 {label} 在读取时变成了快捷方式（符号链接），或它所在的文件夹是快捷方式，出于安全原因不能接收。",
-                "请放入真实的文件和文件夹，不要放快捷方式；放好后不要再改动。",
-            ) from exc
-        raise
-    finally:
-        os.close(dir_fd)
-    info = os.fstat(fd)
-    try:
-        _check_regular(info, label)
-    except UnsafeFile:
-        os.close(fd)
-        raise
-    return fd, info
-
-
-def _identity(info: os.stat_result) -> tuple[int, int, int]:
-    return info.st_dev, info.st_ino, info.st_ctime_ns
-
-
-def _check_regular(info: os.stat_result, label: str) -> None:
-    if stat.S_ISDIR(info.st_mode):
-        raise UnsafeFile(
-            "path.not_a_file",
-            f"{label} 是一个指向文件夹的快捷方式，不能接收。",
-            "请把文件直接放进稿件文件夹，不要放指向文件夹的快捷方式。",
-        )
-    if not stat.S_ISREG(info.st_mode):
-        raise UnsafeFile(
-            "path.not_a_file",
-            f"{label} 不是普通文件（而是管道、设备等特殊文件），不能接收。",
-            "请只放入普通的文件。",
-        )
-    if info.st_nlink > 1:
-        raise UnsafeFile(
-            "path.hardlink",
-            f"文件 {label} 是硬链接（同一份文件在别处还有 {info.st_nlink - 1} 个名字），出于安全原因不能接收。",
-            "请复制一份真实文件放入，而不是硬链接。",
-        )
+__all__ = ["IMAGE_HEADER_ERRORS", "Bundle", "check_image_sizes", "collect_files", "read_bundle"]
 
 
 @dataclass
@@ -320,7 +64,7 @@ class Bundle:
         ref = self.refs[rel]
         label = escape_name(rel)
         fd, info = open_inside(ref.inbox, ref.inner, label)
-        if _identity(info) != ref.identity:
+        if file_identity(info) != ref.identity:
             os.close(fd)
             raise UnsafeFile(
                 "path.replaced",
@@ -328,69 +72,6 @@ class Bundle:
                 "请等文件全部复制完成、不再改动后，再把稿件放入 inbox。",
             )
         return os.fdopen(fd, "rb")
-
-
-FIELD_NAMES_ZH = {
-    "title": "标题（title）",
-    "author": "作者（author）",
-    "kind": "类型（kind）",
-    "channels": "发布渠道（channels）",
-    "priority": "优先级（priority）",
-    "language": "语言（language）",
-    "publish_at": "定时发布时间（publish_at）",
-    "expires": "下线时间（expires）",
-    "zones": "播出区域（zones）",
-    "screens": "大屏分组（screens）",
-    "tags": "标签（tags）",
-    "id": "稿件编号（id）",
-}
-ALLOWED_VALUES_ZH = {
-    "kind": "article、video、audio、notice",
-    "channels": "web、wechat、screens、loudspeakers",
-    "priority": "normal、urgent、emergency",
-    "language": "zh、mn、zh+mn",
-}
-
-
-def decode_text(data: bytes, bundle: Bundle, label: str) -> str | None:
-    """UTF-8 (with or without BOM) as is; GBK/GB18030/Big5 from Windows editors converted, with a note."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    for encoding in ("gb18030",):  # a superset of GB2312 and GBK: the common case, decode strictly
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        if _looks_like_text(text):
-            bundle.note(
-                "encoding.converted",
-                f"{label} 不是 UTF-8 编码，已按 GB18030（GBK）自动转换。",
-                "以后请在编辑器中选择“另存为 UTF-8”。",
-            )
-            return text
-    best = charset_normalizer.from_bytes(data).best()
-    if best is not None and best.encoding and _looks_like_text(str(best)):
-        bundle.note(
-            "encoding.converted",
-            f"{label} 不是 UTF-8 编码，已按 {best.encoding} 自动转换。",
-            "以后请在编辑器中选择“另存为 UTF-8”。",
-        )
-        return str(best)
-    bundle.problem(
-        "encoding.unknown",
-        f"{label} 的文字编码无法识别（不是 UTF-8，也不是 GBK/GB18030）。",
-        "请用记事本或 WPS 打开该文件，选择“另存为”，编码选 UTF-8 后重新放入。",
-    )
-    return None
-
-
-def _looks_like_text(text: str) -> bool:
-    controls = sum(1 for ch in text if ord(ch) < 32 and ch not in "\r\n\t")
-    return controls == 0 and "\ufffd" not in text
 
 
 def _within(path: str, root: str) -> bool:
@@ -475,7 +156,7 @@ def collect_files(bundle: Bundle, limits: Limits | None = None) -> None:
                 "请压缩或剪短后重新放入，或请技术人员调整 max_upload_bytes。",
             )
             continue
-        bundle.refs[rel] = FileRef(inbox, inner, _identity(opened), opened.st_size)
+        bundle.refs[rel] = FileRef(inbox, inner, file_identity(opened), opened.st_size)
         bundle.files[rel] = inbox / inner
 
 
@@ -569,7 +250,7 @@ def read_bundle(drop: Drop, limits: Limits | None = None) -> Bundle:
             if data is None:
                 return bundle
             text = decode_text(data, bundle, escape_name(meta_file))
-            raw = None if text is None else _load_yaml(text, bundle, escape_name(meta_file))
+            raw = None if text is None else parse_sidecar(text, bundle, escape_name(meta_file))
             if raw is None:
                 return bundle
         media_kind = "video" if drop.path.suffix.lower() in VIDEO_EXTENSIONS else "audio"
@@ -589,7 +270,7 @@ def read_bundle(drop: Drop, limits: Limits | None = None) -> Bundle:
         text = decode_text(data, bundle, escape_name(meta_file))
         if text is None:
             return bundle
-        raw, body = _split_front_matter(text, bundle, escape_name(meta_file))
+        raw, body = split_front_matter(text, bundle, escape_name(meta_file))
         if raw is None:
             return bundle
 
@@ -597,7 +278,7 @@ def read_bundle(drop: Drop, limits: Limits | None = None) -> Bundle:
     raw.setdefault("id", drop.name)
     bundle.raw_meta = dict(raw)
     bundle.body = body
-    bundle.meta = _validate_meta(raw, bundle, limits, id_from_name=id_from_name)
+    bundle.meta = validate_meta(raw, bundle, limits, id_from_name=id_from_name)
     if bundle.meta is not None:
         _check_kind_has_media(bundle)
     return bundle
@@ -622,132 +303,6 @@ def _check_drop_name(bundle: Bundle) -> None:
             f"{what}名有 {len(drop.name)} 个字符，最多 {DROP_NAME_CHARS} 个字符。",
             f"请把{what}名改短后重新放入。",
         )
-
-
-class _AliasRefused(yaml.composer.ComposerError):
-    """Raised for a YAML alias (`*name`): front matter never needs one, and aliases are what YAML bombs
-    ("billion laughs") are built from."""
-
-
-_YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml: 2 MB in under a second, not five
-
-
-def _load_without_aliases(text: str) -> Any:
-    # A first pass over the parser's events finds an alias before anything is built from it.
-    for event in yaml.parse(text, Loader=_YAML_LOADER):
-        if isinstance(event, yaml.AliasEvent):
-            raise _AliasRefused(None, None, f"found alias *{event.anchor}", event.start_mark)
-    return yaml.load(text, Loader=_YAML_LOADER)
-
-
-def _parse_yaml(text: str, bundle: Bundle, label: str, fix: str) -> tuple[bool, Any]:
-    """(True, data), or (False, None) with the problem recorded."""
-    try:
-        return True, _load_without_aliases(text)
-    except _AliasRefused:
-        bundle.problem(
-            "meta.yaml.alias",
-            f"{label} 的稿件信息里有以 * 开头的值（YAML 引用），系统不接受这种写法。",
-            "请把每一项的值直接写出来，不要用 & 和 * 引用；值本身以 * 开头时（如 *重要*），请给整个值加上引号。",
-        )
-    except RecursionError:
-        bundle.problem("meta.yaml", f"{label} 的稿件信息嵌套层数太多。", "稿件信息只需要“键: 值”和简单的列表。")
-    except yaml.YAMLError as exc:
-        bundle.problem("meta.yaml", f"{label} 的格式有错误：{exc}", fix)
-    return False, None
-
-
-def _load_yaml(text: str, bundle: Bundle, label: str) -> dict[str, Any] | None:
-    """The sidecar's fields; None when it could not be read (the problem is recorded)."""
-    ok, data = _parse_yaml(text, bundle, label, "检查冒号后是否有空格、引号是否成对。")
-    if not ok:
-        return None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        bundle.problem("meta.yaml", f"{label} 应该是“键: 值”的列表。", "例如：title: 标题")
-        return None
-    return data
-
-
-def _split_front_matter(text: str, bundle: Bundle, label: str) -> tuple[dict[str, Any] | None, str]:
-    """(front matter, body); the front matter is None when it could not be read (the problem is recorded)."""
-    if not text.lstrip().startswith("---"):
-        bundle.problem(
-            "meta.missing",
-            f"{label} 开头没有稿件信息（front matter）。",
-            "在文件第一行写 ---，接着写 title: 标题、author: 作者，再写一行 --- 后开始正文。",
-        )
-        return {}, text
-    text = text.strip()
-    try:
-        _, fm, content = frontmatter.YAMLHandler.FM_BOUNDARY.split(text, 2)
-    except ValueError:
-        return {}, text  # no closing ---: no front matter, as python-frontmatter reads it
-    ok, data = _parse_yaml(fm, bundle, label, "检查每行是否为“键: 值”（冒号后有空格），引号是否成对。")
-    if not ok:
-        return None, text
-    return (dict(data) if isinstance(data, dict) else {}), content.strip()
-
-
-def _shorten(value: Any, limit: int = 60) -> str:
-    shown = escape_name(str(value))
-    return shown if len(shown) <= limit else shown[:limit] + "…"
-
-
-def _validate_meta(raw: dict[str, Any], bundle: Bundle, limits: Limits, *, id_from_name: bool = False) -> ItemMeta | None:
-    item_id = str(raw.get("id", ""))
-    if len(item_id) > ITEM_ID_CHARS or name_bytes(item_id) > limits.name_bytes:
-        where = (
-            "系统默认用稿件名作编号：请把稿件文件夹（或文件）名改短，或在稿件信息里加一行较短的 id，"
-            if id_from_name
-            else "请把 id 改短，"
-        )
-        bundle.problem(
-            "meta.id.too_long",
-            f"稿件编号（id）“{_shorten(item_id)}”太长：有 {len(item_id)} 个字符、{name_bytes(item_id)} 字节；"
-            f"最多 {ITEM_ID_CHARS} 个字符且不超过 {limits.name_bytes} 字节（一个汉字占 3 字节，即最多约 "
-            f"{min(ITEM_ID_CHARS, limits.name_bytes // 3)} 个汉字）。",
-            where + "例如 id: 2026-xian-news-01。",
-        )
-    elif not ITEM_ID.match(item_id) or ".." in item_id:
-        bundle.problem(
-            "meta.id",
-            f"稿件编号（id）“{_shorten(item_id)}”不合法：只能用字母、数字、汉字、-、_ 和 .，不能含 / 或 ..。",
-            "删掉 id 这一行（系统会用文件夹名），或改成类似 2026-xian-news-01 的编号。",
-        )
-    try:
-        meta = ItemMeta.model_validate(raw)
-    except ValidationError as exc:
-        for error in exc.errors():
-            field_name = str(error["loc"][0]) if error["loc"] else "?"
-            label = FIELD_NAMES_ZH.get(field_name, _shorten(field_name))
-            if error["type"] == "missing":
-                bundle.problem(
-                    f"meta.{field_name}.missing",
-                    f"缺少{label}。",
-                    f"在开头的稿件信息里加一行 {field_name}: ……",
-                )
-            elif error["type"] == "extra_forbidden":
-                bundle.problem(
-                    f"meta.{_shorten(field_name, 40)}.unknown",
-                    f"稿件信息里有无法识别的项目“{_shorten(field_name)}”。",
-                    "检查拼写；可用的项目有 " + "、".join(ItemMeta.model_fields) + "。",
-                )
-            else:
-                allowed = ALLOWED_VALUES_ZH.get(field_name)
-                fix = f"可选的值：{allowed}。" if allowed else "时间请写成 2026-11-26T08:00 这样的格式。"
-                bundle.problem(
-                    f"meta.{field_name}.invalid",
-                    f"{label} 的值“{_shorten(error.get('input'))}”不正确。",
-                    fix,
-                )
-        return None
-    if not meta.title:
-        bundle.problem("meta.title.missing", "缺少标题（title）。", "在开头的稿件信息里加一行 title: ……")
-    if not meta.author:
-        bundle.problem("meta.author.missing", "缺少作者（author）。", "在开头的稿件信息里加一行 author: ……")
-    return None if bundle.problems else meta
 
 
 def _check_kind_has_media(bundle: Bundle) -> None:

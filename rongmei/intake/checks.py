@@ -15,7 +15,7 @@ from PIL import Image, UnidentifiedImageError
 from publishers import channels_of, registry_for
 from rongmei.core.model import CheckResult, ItemMeta, Severity
 from rongmei.core.settings import Lexicon, Settings
-from rongmei.intake.bundles import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
+from rongmei.intake.drops import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 # Lengths that make a poor fit on a channel; channels with hard limits (WeChat) check them in their own
 # `precheck`, next to the code that knows the API.

@@ -31,18 +31,10 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from rongmei.core.files import name_max, unique_path
 from rongmei.core.model import SHANGHAI, CheckResult, ItemState, Severity
 from rongmei.core.settings import Settings
-from rongmei.intake.bundles import (
-    Bundle,
-    Drop,
-    Limits,
-    drop_state,
-    escape_name,
-    find_drops,
-    is_settled,
-    read_bundle,
-    safe_name,
-)
+from rongmei.intake.bundles import Bundle, read_bundle
 from rongmei.intake.checks import run_checks
+from rongmei.intake.drops import Drop, Limits, drop_state, find_drops, is_settled
+from rongmei.intake.names import escape_name, safe_name
 from rongmei.storage import ledger
 from rongmei.storage.store import Item, LedgerEntry, Store, Version
 

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from rongmei.core.errors import StoreError
-from rongmei.storage.tables import (  # noqa: F401 - the models, importable from here as before
+from rongmei.storage.tables import (  # the models, importable from here as before (listed in __all__)
     Base,
     Blob,
     CodeFailure,
@@ -44,6 +44,29 @@ from rongmei.storage.tables import (  # noqa: F401 - the models, importable from
     Version,
     utcnow,
 )
+
+__all__ = [
+    "CHUNK",
+    "Base",
+    "Blob",
+    "CodeFailure",
+    "Delivery",
+    "Grant",
+    "Item",
+    "LedgerEntry",
+    "Play",
+    "RefusedPlay",
+    "ReviewAttempt",
+    "Reviewer",
+    "SignOff",
+    "Store",
+    "Terminal",
+    "TotpUse",
+    "Version",
+    "add_missing_columns",
+    "make_engine",
+    "utcnow",
+]
 
 CHUNK = 1024 * 1024
 
@@ -130,7 +153,9 @@ class Store:
     def __init__(self, url: str, blob_dir: Path, *, secrets_dir: Path | None = None,
                  ledger_dir: Path | None = None, s3_bucket: str = "", s3_endpoint_url: str = "",
                  durable: bool = True) -> None:
-        from rongmei.storage.ledger import LedgerKeeper  # the ledger module builds on this one's tables
+        from rongmei.storage.ledger_keeper import (
+            LedgerKeeper,  # the ledger modules build on this one's tables
+        )
 
         self.url = url
         self.durable = durable
@@ -189,7 +214,7 @@ class Store:
     def put_stream(self, source: Any) -> tuple[str, int]:
         """Copy an open binary file (read from where it stands) into the blob store; returns (sha256, bytes).
 
-        Ingest opens drop files itself, without following links, and checks what it opened (rongmei.intake.bundles):
+        Ingest opens drop files itself, without following links, and checks what it opened (rongmei.intake.safe_open):
         the blob is then exactly that file, not whatever its path names by the time it is copied."""
         digest = hashlib.sha256()
         self.blob_dir.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
-"""The store's tables: items, versions, reviewers, sign-offs, deliveries, the ledger, terminals and plays.
+"""The store's tables: items, versions, reviewers, sign-offs, deliveries, the ledger, terminals and plays, and
+what the feed pulls remember between runs (rongmei.intake.feeds).
 
 Plain SQLAlchemy models, with no behaviour beyond a derived property or two: `rongmei.storage.store` opens the
 database and the blob directory, `rongmei.storage.ledger` appends to and verifies the ledger table. Both import
@@ -14,7 +15,7 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Blob", "CodeFailure", "Delivery", "Grant", "Item", "LedgerEntry", "Play", "RefusedPlay", "ReviewAttempt", "Reviewer", "SignOff", "Terminal", "TotpUse", "Version", "utcnow"]
+__all__ = ["Base", "Blob", "CodeFailure", "Delivery", "FeedEntry", "FeedSource", "Grant", "Item", "LedgerEntry", "Play", "RefusedPlay", "ReviewAttempt", "Reviewer", "SignOff", "Terminal", "TotpUse", "Version", "utcnow"]
 
 
 def utcnow() -> datetime:
@@ -224,3 +225,32 @@ class Play(Base):
     zone: Mapped[str] = mapped_column(String(20), default="")
     group: Mapped[str] = mapped_column(String(64), default="")
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FeedSource(Base):
+    """What we know about one upstream source between pulls: validators for conditional GET, and health."""
+
+    __tablename__ = "feed_sources"
+    url: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    etag: Mapped[str] = mapped_column(Text, default="")
+    last_modified: Mapped[str] = mapped_column(Text, default="")
+    last_status: Mapped[str] = mapped_column(String(20), default="")  # ok | not_modified | warning | error
+    last_http_status: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str] = mapped_column(Text, default="")  # also holds the bozo reason of a warning
+    last_checked: Mapped[datetime | None] = mapped_column(default=None)
+    last_success: Mapped[datetime | None] = mapped_column(default=None)
+    last_new: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class FeedEntry(Base):
+    """An upstream entry already turned into a drop; the (source, key) pair is what deduplicates."""
+
+    __tablename__ = "feed_entries"
+    __table_args__ = (UniqueConstraint("source", "key", name="uq_feed_entry"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(ForeignKey("feed_sources.url"), index=True)
+    key: Mapped[str] = mapped_column(String(1000))
+    item_id: Mapped[str] = mapped_column(String(100))
+    link: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -2,7 +2,7 @@
 
 Sources, and what counts:
 - **web**: successful page views of `/articles/<id>/` in the distribution server's access log
-  (`data_dir/logs/access.jsonl`, plus rotated `access*.jsonl*`), by `rongmei.distribution.server.is_page_view`: GET only,
+  (`data_dir/logs/access.jsonl`, plus rotated `access*.jsonl*`), by `rongmei.distribution.accesslog.is_page_view`: GET only,
   status 200 or 304 (a 304 is a reader coming back with the page cached, still a view), no bots or
   scripts, no previews (logged with kind "preview"), media, feeds or terminal polls.
 - **wechat**: reads, shares and likes from `datacube/getarticletotaldetail`, joined to items through the
@@ -46,7 +46,7 @@ from rongmei.core.errors import ConfigError, RongmeiError
 from rongmei.core.files import ASSETS_DIR
 from rongmei.core.settings import Settings
 from rongmei.core.zones import zone_index
-from rongmei.distribution.server import is_page_view
+from rongmei.distribution.accesslog import is_page_view
 from rongmei.storage.store import Delivery, Play, Store, Version
 
 log = logging.getLogger(__name__)

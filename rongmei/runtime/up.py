@@ -31,7 +31,7 @@ from rongmei.core.settings import Settings
 from rongmei.runtime import pgcluster
 from rongmei.runtime.orchestration import api_auth_file
 from rongmei.runtime.pgcluster import PrivateCluster
-from rongmei.runtime.warmstart import SOCKET_ENV
+from rongmei.runtime.warmstart_protocol import SOCKET_ENV
 from rongmei.storage.privacy import private_file
 
 log = logging.getLogger(__name__)

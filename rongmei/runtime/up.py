@@ -34,6 +34,22 @@ from rongmei.runtime.pgcluster import PrivateCluster
 from rongmei.runtime.warmstart_protocol import SOCKET_ENV
 from rongmei.storage.privacy import private_file
 
+__all__ = [
+    "WORK_POOL",
+    "Stack",
+    "api_auth",
+    "demo_reviewers_left",
+    "deploy",
+    "enroll_demo_reviewers",
+    "extra_services",
+    "prefect_database",
+    "prefect_env",
+    "seed_samples",
+    "start_prefect",
+    "start_worker",
+    "wait_for",
+]
+
 log = logging.getLogger(__name__)
 WORK_POOL = "rongmei"
 SERVER_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"

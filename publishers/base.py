@@ -114,6 +114,8 @@ class Publisher(ABC):
 
     name: ClassVar[str]
     capabilities: ClassVar[Capabilities]
+    # URL path prefixes its terminals poll, e.g. ("/loudspeakers/",): access-log kind "terminal", not a page.
+    polled_paths: ClassVar[tuple[str, ...]] = ()
     label: ClassVar[str] = ""  # what editors call the channel (微信公众号); shown in checks, status and reach
     color: ClassVar[str] = "#7f7f7f"  # the channel's colour in the reach chart
     default_kinds: ClassVar[tuple[str, ...]] = ()  # kinds routed here when the front matter names no channels

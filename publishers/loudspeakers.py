@@ -90,6 +90,7 @@ class LoudspeakerPublisher(AggregatePublisher):
         renditions=(RENDITION,),
         note="Per-village playlist.json / playlist.m3u8 / podcast.xml; emergencies interrupt, retraction cancels.",
     )
+    polled_paths: ClassVar[tuple[str, ...]] = ("/loudspeakers/",)
 
     def __init__(self, settings: Settings, now: Clock | None = None, target: Target | None = None) -> None:
         super().__init__(settings, now, target)

@@ -66,6 +66,7 @@ class ScreenPublisher(AggregatePublisher):
         renditions=("screen_card",),
         note="Per-group manifest.json + player.html; files are verified by sha256 before an item shows.",
     )
+    polled_paths: ClassVar[tuple[str, ...]] = ("/screens/",)
 
     def __init__(self, settings: Settings, now: Clock | None = None, target: Target | None = None,
                  card_seconds: int = CARD_SECONDS) -> None:

@@ -38,7 +38,8 @@ from publishers.base import Playable, Publisher, Receipt, Release
 from publishers.loudspeakers import LoudspeakerPublisher
 from publishers.screens import ScreenPublisher
 from rongmei.core.settings import Settings
-from rongmei.distribution.terminals import MAX_BATCH_BYTES, end_grants, enroll_terminal, replace_grants
+from rongmei.distribution.plays import MAX_BATCH_BYTES
+from rongmei.distribution.terminals import end_grants, enroll_terminal, replace_grants
 from rongmei.reach.sources import play_counts
 from rongmei.storage.store import Play, RefusedPlay, Store
 from rongmei.targets.base import CACHE_MEDIA, WITHDRAWN_DIR

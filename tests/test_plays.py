@@ -17,17 +17,9 @@ from sqlalchemy import func, select
 from publishers.base import Playable
 from rongmei.core.errors import StoreError
 from rongmei.core.settings import Settings
+from rongmei.distribution.plays import MAX_PLAYS, PlayOutcome, parse_batch, record_plays
 from rongmei.distribution.server import RunningServer, serve_in_thread
-from rongmei.distribution.terminals import (
-    MAX_PLAYS,
-    PlayOutcome,
-    authenticate,
-    enroll_terminal,
-    hash_token,
-    parse_batch,
-    record_plays,
-    replace_grants,
-)
+from rongmei.distribution.terminals import authenticate, enroll_terminal, hash_token, replace_grants
 from rongmei.storage.store import Play, Store, Terminal
 
 SHA = hashlib.sha256(b"audio").hexdigest()

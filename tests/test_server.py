@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from rongmei.core.settings import Settings
-from rongmei.distribution.server import RunningServer, is_page_view, serve_in_thread
+from rongmei.distribution.accesslog import is_page_view
+from rongmei.distribution.server import RunningServer, serve_in_thread
 from rongmei.targets.base import CACHE_MEDIA
 from rongmei.targets.directory import DirectoryTarget
 

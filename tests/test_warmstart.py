@@ -7,6 +7,7 @@ signal; and it must run cold, never fail, when the server is missing or was star
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -91,6 +92,17 @@ def gone(pid: int, timeout: float = 20) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def test_the_client_imports_nothing_outside_the_standard_library() -> None:
+    # Every flow run starts with this import: it must stay cheap, and the server's imports must stay out of it.
+    probe = ("import json, sys; before = set(sys.modules); import rongmei.runtime.warmstart; "
+             "print(json.dumps(sorted(set(sys.modules) - before)))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)
+    added = json.loads(result.stdout)
+    outside = [name for name in added if name.partition(".")[0] not in sys.stdlib_module_names]
+    ours = ["rongmei", "rongmei.runtime", "rongmei.runtime.warmstart", "rongmei.runtime.warmstart_protocol"]
+    assert outside == ours, outside
 
 
 def test_a_warm_run_writes_to_the_clients_own_output_and_exits_with_the_engines_code(warm: WarmServer) -> None:

@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
-import os
-import signal
 import sys
-import time
 from typing import Annotated
 
 import typer
@@ -301,87 +297,9 @@ def up(
                                                       "demo-code` prints. Never on a real installation.")] = False,
 ) -> None:
     """Start everything on embedded defaults and print the URLs. Ctrl-C stops cleanly."""
-    from rongmei.runtime import up as stack_mod
-    from rongmei.storage.privacy import make_private
+    from rongmei.runtime.supervisor import run_stack
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if demo:
-        os.environ["RONGMEI_DEMO"] = "true"  # the worker's flow runs read it from the environment too
-    settings = load_settings()
-    make_private(settings)
-    for folder in (settings.inbox, settings.archive, settings.rejected, settings.returned):
-        folder.mkdir(parents=True, exist_ok=True)
-    store = Store.from_settings(settings)
-    from rongmei.review.reviewers import sync_demo_flags
-
-    sync_demo_flags(store, settings)
-    stack = stack_mod.Stack(settings)
-    stopping = False
-
-    def on_signal(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        if stopping:
-            return
-        stopping = True
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        typer.echo("starting the Prefect server …")
-        api_url = stack_mod.start_prefect(stack, settings, prefect_port or settings.prefect_port)
-        for hook in stack_mod.extra_services(stack, settings, store):
-            typer.echo(hook)
-        typer.echo("registering deployments from prefect.yaml …")
-        stack_mod.deploy(settings, api_url)
-        stack_mod.start_worker(stack, settings, api_url)
-        demo_ids = stack_mod.enroll_demo_reviewers(settings, store)
-        seeded = 0 if no_samples else stack_mod.seed_samples(settings)
-        ui = api_url.removesuffix("/api")
-        auth, auth_where = stack_mod.api_auth(settings)
-        typer.echo(
-            "\n".join(
-                [
-                    "",
-                    "rongmei is up.",
-                    f"  Prefect UI (review and sign-off): {ui}",
-                    f"  Site, playlists, screens:         {settings.public_url}",
-                    f"  Drop items into:                  {settings.inbox.resolve()}",
-                    f"  Data dir:                         {settings.data_dir.resolve()}",
-                    f"  Logs:                             {(settings.data_dir / 'logs').resolve()}",
-                    f"  Prefect's database:               {stack.prefect_db}",
-                    f"  Prefect UI login:                 {auth}",
-                    f"    (kept in {auth_where}; `rongmei ui-login` prints it again)",
-                    f"  Sample items copied:              {seeded}",
-                    "Press Ctrl-C to stop.",
-                ]
-            )
-        )
-        if demo_ids:
-            typer.echo(
-                "DEMO MODE (not for a real installation): demo reviewers " + ", ".join(demo_ids) + ". In the "
-                "Prefect UI open a run named '审核 · …', press Resume and sign with reviewer id and the code from\n"
-                "  rongmei reviewers demo-code demo-editor   (then demo-desk, demo-chief)\n"
-                "Turn demo mode off (demo = false, no --demo) before real use; demo sign-offs are refused then."
-            )
-        else:
-            if left := stack_mod.demo_reviewers_left(store):
-                typer.echo(f"Demo mode is off: the demo reviewers {', '.join(left)} are refused. Deactivate them "
-                           f"with `rongmei reviewers deactivate ID`.")
-            typer.echo("Enrol reviewers with: rongmei reviewers add ID --name NAME --role editor|desk_head|chief_editor")
-        while True:
-            for name, proc in stack.processes.items():
-                if proc.poll() is not None:
-                    typer.echo(f"{name} exited with code {proc.returncode}; stopping", err=True)
-                    raise KeyboardInterrupt
-            time.sleep(1)
-    except KeyboardInterrupt:
-        typer.echo("\nstopping: worker first, then the servers …")
-    except Exception as exc:
-        typer.echo(f"could not start: {exc}", err=True)
-        stack.stop()
-        raise typer.Exit(1) from exc
-    stack.stop()
-    typer.echo("stopped.")
+    raise typer.Exit(run_stack(prefect_port=prefect_port, samples=not no_samples, demo=demo, echo=typer.echo))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -31,13 +31,25 @@ from rongmei.core.settings import Settings
 from rongmei.runtime import pgcluster
 from rongmei.runtime.orchestration import api_auth_file
 from rongmei.runtime.pgcluster import PrivateCluster
-from rongmei.runtime.warmstart import SOCKET_ENV
+from rongmei.runtime.warmstart_protocol import SOCKET_ENV
 from rongmei.storage.privacy import private_file
 
 __all__ = [
-    "Stack", "api_auth", "demo_reviewers_left", "deploy", "enroll_demo_reviewers", "extra_services", "prefect_database",
-    "prefect_env", "seed_samples", "start_prefect", "start_worker", "wait_for",
+    "WORK_POOL",
+    "Stack",
+    "api_auth",
+    "demo_reviewers_left",
+    "deploy",
+    "enroll_demo_reviewers",
+    "extra_services",
+    "prefect_database",
+    "prefect_env",
+    "seed_samples",
+    "start_prefect",
+    "start_worker",
+    "wait_for",
 ]
+
 log = logging.getLogger(__name__)
 WORK_POOL = "rongmei"
 SERVER_AUTH_ENV = "PREFECT_SERVER_API_AUTH_STRING"

@@ -37,7 +37,7 @@ from markdown.extensions import Extension
 from markdown.treeprocessors import Treeprocessor
 from PIL import Image, ImageDraw, ImageFont
 
-from publishers.base import Capabilities, Correction, Publisher, Receipt, Release
+from publishers.base import Capabilities, Condition, Correction, Publisher, Receipt, Release, RenditionNeed
 from publishers.wechat_client import (
     DailyBudget,
     WeChatClient,
@@ -434,9 +434,10 @@ class WeChatPublisher(Publisher):
     default_kinds = ("article", "video")
     capabilities = Capabilities(
         can_update=False, can_retract=True, retract_is_final=True, correction=Correction.new_article,
-        renditions=("cover_900x383",),
+        renditions=("cover_900x383", "cover_1x1", RenditionNeed("video_web", Condition.has_video)),
         note="微信不能修改已发表的文章：更正会另发一篇链接原文的新文章；删除不可恢复。",
     )
+    order = 20
 
     def __init__(self, settings: Settings, *, client: WeChatClient | None = None,
                  poll_delays: Sequence[float] = DEFAULT_POLL_DELAYS, submit_timeout: float = 30.0,
@@ -654,7 +655,7 @@ class WeChatPublisher(Publisher):
 
     # Retract -----------------------------------------------------------------------------------
     @classmethod
-    def precheck(cls, meta: ItemMeta, body: str, files: Mapping[str, Path]) -> list[CheckResult]:
+    def precheck(cls, meta: ItemMeta, body: str, files: Mapping[str, Path], settings: Settings) -> list[CheckResult]:
         return wechat_checks(meta, body, files)
 
     def update(self, release: Release, previous: Receipt) -> Receipt:

@@ -1,6 +1,8 @@
 """Configuration: `rongmei.toml` (or the file named by RONGMEI_CONFIG), overridden by RONGMEI_* variables.
 
-Nested values use a double underscore in the environment, e.g. RONGMEI_WECHAT__APP_SECRET.
+Nested values use a double underscore in the environment, e.g. RONGMEI_WECHAT__APP_SECRET. No channel is named
+here: each channel reads its own `[<name>]` section (`channel_section`) and routing defaults come from the
+channels' `default_kinds` unless `default_channels` says otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +24,17 @@ from rongmei.core.errors import ConfigError
 from rongmei.core.media_settings import MediaSettings
 from rongmei.core.model import Kind
 
-CHANNELS = ("web", "wechat", "screens", "loudspeakers")
+__all__ = [
+    "DEFAULT_STAGES",
+    "FeedSourceConfig",
+    "Lexicon",
+    "ReviewStage",
+    "ScreenGroup",
+    "SectionEnvSource",
+    "Settings",
+    "Zone",
+    "load_settings",
+]
 
 
 def _default_data_dir() -> Path:
@@ -181,13 +193,9 @@ class Settings(BaseSettings):
     signoff_failure_window_minutes: float = Field(default=15.0, gt=0, description="Window for counting wrong codes.")
     signoff_lockout_minutes: float = Field(default=15.0, gt=0, description="How long a locked reviewer stays locked.")
     default_channels: dict[str, list[str]] = Field(
-        default_factory=lambda: {
-            "article": ["web", "wechat", "screens", "loudspeakers"],
-            "video": ["web", "wechat", "screens"],
-            "audio": ["web", "loudspeakers"],
-            "notice": ["web", "screens", "loudspeakers"],
-        },
-        description="Channels per kind when the front matter names none.",
+        default_factory=dict,
+        description="Channels per kind when the front matter names none; a kind not listed goes to every "
+        "channel that takes it by default (each channel's `default_kinds`).",
     )
     zones: list[Zone] = Field(default_factory=list, description="Townships and villages.")
     screen_groups: list[ScreenGroup] = Field(default_factory=list, description="Display groups.")

@@ -42,7 +42,7 @@ USER_AGENT = "rongmei-feeds/0.1 (RSS/Atom reprint ingest of a county media cente
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 20.0
 MAX_FEED_BYTES = 10 * 1024 * 1024  # a feed bigger than this is a misconfigured URL, not a feed
-SUMMARY_LIMIT = 120  # WeChat's enforced digest limit (checks.CHANNEL_LIMITS)
+SUMMARY_LIMIT = 120  # WeChat's enforced digest limit (the wechat channel's precheck)
 XML_ENCODING_DECL = re.compile(rb"^(?:\xef\xbb\xbf)?\s*<\?xml[^>]*\bencoding\s*=\s*[\"']([A-Za-z0-9_.:-]+)[\"']")
 
 

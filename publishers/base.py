@@ -1,9 +1,10 @@
 """The one small interface every channel implements.
 
-A channel is one module in this package with one `Publisher` subclass. It receives a `Release` (the exact
-approved version and its renditions) and answers with a `Receipt` that the publish flow stores on the
-delivery record. Rendering for the channel and delivery to it both live in that module, so a newcomer finds
-a channel's whole code in one file.
+A channel is one module (or package) in this package with one `Publisher` subclass. It receives a `Release`
+(the exact approved version and its renditions) and answers with a `Receipt` that the publish flow stores on
+the delivery record. Everything the core needs to know about a channel is declared here, on the class (its
+label, colour, default kinds, capabilities and the renditions it needs, its pre-checks and preview), so the
+core never names a channel and a newcomer finds a channel's whole code in one place.
 """
 
 from __future__ import annotations
@@ -27,8 +28,22 @@ from rongmei.core.settings import Settings
 if TYPE_CHECKING:
     import typer
 
-__all__ = ["Capabilities", "Correction", "LocalService", "NoConfig", "NoSlots", "Playable", "PublishError",
-           "Publisher", "Receipt", "Release", "SlotUnavailable", "Slots"]
+__all__ = [
+    "RECEIPT_STATES",
+    "Capabilities",
+    "Condition",
+    "Correction",
+    "NoConfig",
+    "Playable",
+    "PublishError",
+    "Publisher",
+    "Receipt",
+    "Release",
+    "RenditionNeed",
+]
+
+# The delivery states a channel may answer with (Receipt.state); the delivery layer adds the others.
+RECEIPT_STATES = ("succeeded", "draft_ready", "unconfirmed")
 
 
 class Correction(StrEnum):
@@ -39,6 +54,28 @@ class Correction(StrEnum):
     none = "none"
 
 
+class Condition(StrEnum):
+    """When a rendition a channel needs applies to an item; the rendition pipeline decides it per item."""
+
+    always = "always"
+    has_video = "has_video"  # the drop has a video file
+    portrait_screen = "portrait_screen"  # a configured display group is taller than wide
+    mongolian_title = "mongolian_title"  # language mn or zh+mn, and a title_mn is given
+
+
+@dataclass(frozen=True)
+class RenditionNeed:
+    """One rendition a channel needs, and when.
+
+    `no_sound` is the channel's own words for an item whose sound source (a recording, else the video) has no
+    sound track, with `{file}` for the file: the rendition cannot be made, and the editor is told how to fix it.
+    """
+
+    key: str  # a key of rongmei.renditions.RECIPES, e.g. "cover_900x383"
+    when: Condition = Condition.always
+    no_sound: str = ""
+
+
 @dataclass(frozen=True)
 class Capabilities:
     """What the channel can do; the publish and retract flows read this instead of special-casing names."""
@@ -47,8 +84,12 @@ class Capabilities:
     can_retract: bool
     retract_is_final: bool = False  # True when a retraction cannot be undone (WeChat delete)
     correction: Correction = Correction.in_place
-    renditions: tuple[str, ...] = ()  # rendition keys the channel needs, e.g. ("cover_900x383",)
+    # Renditions the channel needs: a RenditionNeed, or a bare key for one it always needs ("cover_900x383").
+    renditions: tuple[str | RenditionNeed, ...] = ()
     note: str = ""  # one sentence for technicians, shown in `rongmei status`
+
+    def rendition_needs(self) -> tuple[RenditionNeed, ...]:
+        return tuple(need if isinstance(need, RenditionNeed) else RenditionNeed(need) for need in self.renditions)
 
 
 @dataclass(frozen=True)
@@ -121,6 +162,8 @@ class Publisher(ABC):
     default_kinds: ClassVar[tuple[str, ...]] = ()  # kinds routed here when the front matter names no channels
     # The channel's `[<name>]` section of rongmei.toml (and RONGMEI_<NAME>__<KEY> variables), validated.
     config_model: ClassVar[type[BaseModel]] = NoConfig
+    # Where the channel comes in lists (routing defaults, checks, status): lower first; plugins after built-ins.
+    order: ClassVar[int] = 1000
 
     def __init__(self, settings: Settings, *, slots: Slots | None = None) -> None:
         self.settings = settings
@@ -146,9 +189,24 @@ class Publisher(ABC):
         return self.__dict__["_config"]
 
     @classmethod
-    def precheck(cls, meta: ItemMeta, body: str, files: Mapping[str, Path]) -> list[CheckResult]:
-        """The channel's own limits, run by the automatic pre-checks before any human sees the item."""
+    def precheck(cls, meta: ItemMeta, body: str, files: Mapping[str, Path], settings: Settings) -> list[CheckResult]:
+        """The channel's own limits, run by the automatic pre-checks (for items routed here) before any human
+        sees the item. `settings` carries the channel's configuration, where a limit may be set."""
         return []
+
+    @classmethod
+    def check_front_matter(cls, meta: ItemMeta, settings: Settings) -> list[CheckResult]:
+        """Checks of the front-matter fields this channel owns (where on the channel an item goes, e.g. zone
+        codes), run for every item, routed here or not: a code nobody configured is a mistake in the drop either
+        way, and the editor hears of it at the door."""
+        return []
+
+    @classmethod
+    def preview(cls, release: Release, settings: Settings, token: str) -> str | None:
+        """Render the channel's view of `release` for the reviewers into `<data_dir>/preview/<token>/` and
+        return its path on the distribution server (`/preview/<token>/`), or None: most channels have no page
+        to show (the reviewers see their renditions). Default: nothing."""
+        return None
 
     @abstractmethod
     def publish(self, release: Release) -> Receipt: ...
@@ -172,7 +230,6 @@ class Publisher(ABC):
     # `publishers.reach.ReachColumn` or a plain (key, label) tuple; the first is the channel's reach (added to
     # 总到达), any further ones engagement (shown, not added). No columns: the channel is not in the report.
     reach_columns: ClassVar[tuple[tuple[str, ...], ...]] = ()
-    reach_order: ClassVar[int] = 100  # where its columns stand among the channels' (lowest first, then by name)
 
     @classmethod
     def reach(cls, window: ReachWindow) -> ChannelReach | None:

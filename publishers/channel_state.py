@@ -1,4 +1,4 @@
-"""Shared plumbing of the aggregate channels (loudspeakers, screens).
+"""Shared plumbing of the aggregate channels (the site, playlists, screen manifests).
 
 Their outputs (one playlist per zone, one manifest per display group) are aggregates over every live item,
 so each channel keeps what it knows per item in `data_dir/channels/<channel>/<item_id>.json` and rebuilds
@@ -25,6 +25,21 @@ from rongmei.core.files import MIME_EXTENSIONS
 from rongmei.core.settings import Settings
 from rongmei.targets.base import Target
 from rongmei.targets.selection import target_from_settings
+
+__all__ = [
+    "AggregatePublisher",
+    "ChannelState",
+    "Clock",
+    "iso",
+    "local_zone",
+    "media_key",
+    "parse_time",
+    "public_url",
+    "upload_rendition",
+    "utc_now",
+    "window_end",
+    "write_manifest",
+]
 
 Clock = Callable[[], datetime]
 # Fields that change on every write and so must not count as "the manifest changed".

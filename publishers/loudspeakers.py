@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from feedgen.feed import FeedGenerator
 
-from publishers.base import Capabilities, Correction, Playable, Receipt, Release
+from publishers.base import Capabilities, Correction, Playable, Receipt, Release, RenditionNeed
 from publishers.channel_state import (
     AggregatePublisher,
     Clock,
@@ -39,10 +39,20 @@ from publishers.channel_state import (
     write_manifest,
 )
 from rongmei.core.errors import ConfigError, PublishError
-from rongmei.core.model import ItemMeta, Priority
+from rongmei.core.model import CheckResult, ItemMeta, Priority, Severity
 from rongmei.core.settings import Settings
-from rongmei.core.zones import leaf_zones, resolve_zones, zone_name
+from rongmei.core.zones import leaf_zones, resolve_zones, unknown_zones, zone_name
 from rongmei.targets.base import Target
+
+__all__ = [
+    "LoudspeakerPublisher",
+    "build_playlist",
+    "numeric_priority",
+    "playables_of",
+    "playlist_keys",
+    "render_m3u8",
+    "render_podcast",
+]
 
 log = logging.getLogger(__name__)
 
@@ -87,13 +97,30 @@ class LoudspeakerPublisher(AggregatePublisher):
         can_update=True,
         can_retract=True,
         correction=Correction.in_place,
-        renditions=(RENDITION,),
+        renditions=(RenditionNeed(RENDITION, no_sound="{file} 没有声音轨，无法生成村村响音频。请附一段录音 audio.mp3，"
+                                                  "或去掉 loudspeakers 渠道。"),),
         note="Per-village playlist.json / playlist.m3u8 / podcast.xml; emergencies interrupt, retraction cancels.",
     )
     polled_paths: ClassVar[tuple[str, ...]] = ("/loudspeakers/",)
+    order = 40
 
     def __init__(self, settings: Settings, now: Clock | None = None, target: Target | None = None) -> None:
         super().__init__(settings, now, target)
+
+    @classmethod
+    def check_front_matter(cls, meta: ItemMeta, settings: Settings) -> list[CheckResult]:
+        """Every code in `zones` must be a configured township or village (blocking)."""
+        missing = unknown_zones(meta.zones, settings)
+        if not missing:
+            return []
+        known = "、".join(f"{z.code}（{z.name}）" for z in settings.zones[:8]) or "（尚未配置任何区域）"
+        return [CheckResult(
+            code="zones.unknown",
+            severity=Severity.blocking,
+            message=f"播出区域（zones）中有未知的行政区划代码：{'、'.join(missing)}。",
+            fix=f"请改用已配置的苏木镇街道或嘎查村社区代码，例如：{known}；如是新区域，请管理员在 rongmei.toml 中添加。",
+            channel=cls.name,
+        )]
 
     # Actions ---------------------------------------------------------------------------------------------
     def publish(self, release: Release) -> Receipt:
@@ -216,7 +243,6 @@ class LoudspeakerPublisher(AggregatePublisher):
 
     # Reach (传播监测) ---------------------------------------------------------------------------------------
     reach_columns = (("loudspeaker_plays", "村村响播放"),)
-    reach_order = 40
 
     @classmethod
     def reach(cls, window: Any) -> Any:

@@ -15,11 +15,12 @@ only plays of what a group was given count (rongmei.distribution.terminals).
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
-from publishers.base import Capabilities, Correction, Playable, Receipt, Release
+from publishers.base import Capabilities, Condition, Correction, Playable, Receipt, Release, RenditionNeed
 from publishers.channel_state import (
     AggregatePublisher,
     Clock,
@@ -31,11 +32,14 @@ from publishers.channel_state import (
     write_manifest,
 )
 from publishers.loudspeakers import numeric_priority
+from publishers.prechecks import too_long
 from rongmei.core.errors import ConfigError, PublishError
-from rongmei.core.model import Priority
+from rongmei.core.model import CheckResult, ItemMeta, Priority, Severity
 from rongmei.core.settings import Settings
-from rongmei.core.zones import resolve_groups
+from rongmei.core.zones import resolve_groups, unknown_groups
 from rongmei.targets.base import Target
+
+__all__ = ["PLAYER_ASSET", "ScreenPublisher", "build_manifest", "manifest_key", "playables_of", "player_key"]
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ CARD_SECONDS = 10  # how long a headline card stays up in the loop
 # Renditions in the order they play; video plays to its end (duration 0, as in Xibo).
 SCREEN_RENDITIONS = (("screen_card", "card"), ("screen_card_mn", "card"), ("video_screen", "video"))
 ALL_DAYS = [1, 2, 3, 4, 5, 6, 7]
+LIMITS = {"title": 40}  # lengths that make a poor fit on the screens; blocking at the door
 
 
 def manifest_key(group: str) -> str:
@@ -63,15 +68,40 @@ class ScreenPublisher(AggregatePublisher):
         can_update=True,
         can_retract=True,
         correction=Correction.in_place,
-        renditions=("screen_card",),
+        renditions=(
+            RenditionNeed("screen_card"),
+            RenditionNeed("screen_card_portrait", Condition.portrait_screen),
+            RenditionNeed("screen_card_mn", Condition.mongolian_title),
+            RenditionNeed("video_screen", Condition.has_video),
+        ),
         note="Per-group manifest.json + player.html; files are verified by sha256 before an item shows.",
     )
     polled_paths: ClassVar[tuple[str, ...]] = ("/screens/",)
+    order = 30
 
     def __init__(self, settings: Settings, now: Clock | None = None, target: Target | None = None,
                  card_seconds: int = CARD_SECONDS) -> None:
         super().__init__(settings, now, target)
         self.card_seconds = card_seconds
+
+    @classmethod
+    def precheck(cls, meta: ItemMeta, body: str, files: Mapping[str, Path], settings: Settings) -> list[CheckResult]:
+        return too_long(cls.name, cls.label, meta, LIMITS)
+
+    @classmethod
+    def check_front_matter(cls, meta: ItemMeta, settings: Settings) -> list[CheckResult]:
+        """Every group in `screens` must be a configured display group (blocking)."""
+        missing = unknown_groups(meta.screens, settings)
+        if not missing:
+            return []
+        known = "、".join(f"{g.id}（{g.name}）" for g in settings.screen_groups) or "（尚未配置任何大屏分组）"
+        return [CheckResult(
+            code="screens.unknown",
+            severity=Severity.blocking,
+            message=f"大屏分组（screens）中有未知的分组：{'、'.join(missing)}。",
+            fix=f"请改用已配置的大屏分组：{known}；如是新分组，请管理员在 rongmei.toml 中添加。",
+            channel=cls.name,
+        )]
 
     def publish(self, release: Release) -> Receipt:
         return self._put(release, previous=None)
@@ -158,7 +188,6 @@ class ScreenPublisher(AggregatePublisher):
 
     # Reach (传播监测) ---------------------------------------------------------------------------------------
     reach_columns = (("screen_plays", "大屏播放"),)
-    reach_order = 30
 
     @classmethod
     def reach(cls, window: Any) -> Any:

@@ -38,7 +38,7 @@ class ExplodingChannel(Publisher):
     capabilities = Capabilities(can_update=False, can_retract=False, note="test channel: precheck crashes")
 
     @classmethod
-    def precheck(cls, meta, body, files):
+    def precheck(cls, meta, body, files, settings):
         raise RuntimeError("precheck exploded\nwhile looking at the title")
 
     def publish(self, release):

@@ -19,8 +19,7 @@ from typing import Any
 
 import pytest
 import requests
-from sqlalchemy import event, select
-from test_loudspeakers_support import (
+from channels.support import (
     BAYAN,
     HONGQI,
     XINHUA,
@@ -33,6 +32,7 @@ from test_loudspeakers_support import (
     channel_settings,
     make_release,
 )
+from sqlalchemy import event, select
 
 from publishers.base import Playable, Publisher, Receipt, Release
 from publishers.loudspeakers import LoudspeakerPublisher

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from test_loudspeakers_support import (
+from channels.support import (
     Blobs,
     Site,
     card_rendition,

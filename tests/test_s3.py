@@ -134,7 +134,7 @@ def test_channels_publish_and_retract_through_the_s3_target(endpoint, bucket, tm
     playlist), and a retraction replaces the page and empties the playlist."""
     import json
 
-    from test_loudspeakers_support import Blobs, audio_rendition, channel_settings, make_release
+    from channels.support import Blobs, audio_rendition, channel_settings, make_release
 
     from publishers.base import Receipt
     from publishers.loudspeakers import LoudspeakerPublisher

@@ -21,11 +21,13 @@ import requests
 
 from publishers.base import (
     Capabilities,
+    Condition,
     Correction,
     LocalService,
     Publisher,
     Receipt,
     Release,
+    RenditionNeed,
     Slots,
     SlotUnavailable,
 )
@@ -79,9 +81,10 @@ class WeChatPublisher(Publisher):
     label = "微信公众号"
     color = "#2ca02c"
     default_kinds = ("article", "video")
+    order = 20
     capabilities = Capabilities(
         can_update=False, can_retract=True, retract_is_final=True, correction=Correction.new_article,
-        renditions=("cover_900x383",),
+        renditions=("cover_900x383", "cover_1x1", RenditionNeed("video_web", Condition.has_video)),
         note="微信不能修改已发表的文章：更正会另发一篇链接原文的新文章；删除不可恢复。",
     )
     config_model = WeChatSettings
@@ -284,7 +287,7 @@ class WeChatPublisher(Publisher):
 
     # Pre-checks, corrections, retraction -----------------------------------------------------------
     @classmethod
-    def precheck(cls, meta: ItemMeta, body: str, files: Mapping[str, Path]) -> list[CheckResult]:
+    def precheck(cls, meta: ItemMeta, body: str, files: Mapping[str, Path], settings: Settings) -> list[CheckResult]:
         return wechat_checks(meta, body, files)
 
     def update(self, release: Release, previous: Receipt) -> Receipt:
@@ -336,7 +339,6 @@ class WeChatPublisher(Publisher):
     # Reach (传播监测) ---------------------------------------------------------------------------------------
     reach_columns = (("wechat_reads", "微信阅读"), ("wechat_shares", "微信分享", "分享"),
                      ("wechat_likes", "微信点赞", "点赞"))
-    reach_order = 20
 
     @classmethod
     def reach(cls, window: ReachWindow) -> ChannelReach:

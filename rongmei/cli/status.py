@@ -1,13 +1,21 @@
-"""What `rongmei status` shows: items, versions, checks, sign-offs and deliveries, from the store."""
+"""What `rongmei status` shows: items, versions, checks, sign-offs and deliveries, from the store, and for each
+channel of an item what the channel says it does (`Capabilities.note`), so a technician reads a delivery's
+outcome next to what the channel can and cannot do.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy import select
 
+from publishers import channels_of, registry_for
 from rongmei.core.labels import DELIVERY_ZH, STATE_ZH
+from rongmei.core.model import ItemMeta
 from rongmei.storage.store import Delivery, Item, SignOff, Store, Version
+
+__all__ = ["channel_notes", "collect", "format_detail", "format_table"]
 
 
 def _version_json(store: Store, session: Any, version: Version) -> dict[str, Any]:
@@ -42,12 +50,35 @@ def _version_json(store: Store, session: Any, version: Version) -> dict[str, Any
     }
 
 
-def _with_progress(settings: Any, version: dict[str, Any], version_id: int) -> dict[str, Any]:
+def _with_settings(settings: Any, shown: dict[str, Any], version: Version) -> dict[str, Any]:
+    """What only the settings tell: the render in progress, and the item's channels with their notes."""
     from rongmei.review.prepare import read_progress
 
-    if settings is not None and (progress := read_progress(settings, version_id)):
-        version["rendering"] = progress
-    return version
+    if settings is None:
+        return shown
+    if progress := read_progress(settings, version.id):
+        shown["rendering"] = progress
+    shown["channels"] = channel_notes(settings, version.meta, [d["channel"] for d in shown["deliveries"]])
+    return shown
+
+
+def channel_notes(settings: Any, meta: dict[str, Any], delivered: list[str]) -> list[dict[str, str]]:
+    """The item's channels (where it goes, then any other it was delivered to), each with its label and note,
+    or why it could not be loaded."""
+    try:
+        routed = channels_of(ItemMeta.model_validate(meta), settings)
+    except ValidationError:  # an old version's front matter the model no longer takes: show the deliveries only
+        routed = []
+    registry = registry_for(settings)
+    notes = []
+    for name in dict.fromkeys([*routed, *delivered]):
+        channel = registry.publishers.get(name)
+        if channel is not None:
+            notes.append({"channel": name, "label": channel.display_name(), "note": channel.capabilities.note})
+        else:
+            notes.append({"channel": name, "label": name, "note": "",
+                          "error": registry.errors.get(name, "没有以此为名注册的渠道")})
+    return notes
 
 
 def collect(store: Store, item_id: str | None = None, settings: Any = None) -> list[dict[str, Any]]:
@@ -66,7 +97,7 @@ def collect(store: Store, item_id: str | None = None, settings: Any = None) -> l
                     "id": item.id,
                     "state": item.state,
                     "current_version": item.current_version,
-                    "versions": [_with_progress(settings, _version_json(store, session, v), v.id) for v in shown],
+                    "versions": [_with_settings(settings, _version_json(store, session, v), v) for v in shown],
                 }
             )
         return result
@@ -112,4 +143,7 @@ def format_detail(item: dict[str, Any]) -> str:
             extra = f" {d['url']}" if d["url"] else ""
             msg = f" — {d['message']}" if d["message"] else ""
             out.append(f"    分发 {d['channel']}/{d['action']}: {state}（{d['attempts']} 次）{extra}{msg}")
+        for c in v.get("channels", []):
+            about = c["note"] if "error" not in c else f"渠道模块加载失败：{c['error']}"
+            out.append(f"    渠道 {c['channel']}（{c['label']}）：{about}")
     return "\n".join(out)

@@ -1,14 +1,31 @@
-"""The domain model: what an item is, as editors describe it in front matter."""
+"""The domain model: what an item is, as editors describe it in front matter.
+
+Channels are not part of it: `channels` is a list of names, checked against the registered channels by the
+pre-checks (rongmei.intake.checks), so a plugin channel is as good as a built-in one.
+"""
 
 from __future__ import annotations
 
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+
+__all__ = [
+    "ITEM_ID",
+    "SHANGHAI",
+    "CheckResult",
+    "ItemMeta",
+    "ItemState",
+    "Kind",
+    "Language",
+    "Priority",
+    "Severity",
+    "as_local_time",
+]
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 ITEM_ID = re.compile(r"^[A-Za-z0-9\u4e00-\u9fff][A-Za-z0-9_\-.\u4e00-\u9fff]{0,99}$")
@@ -25,13 +42,6 @@ class Priority(StrEnum):
     normal = "normal"
     urgent = "urgent"
     emergency = "emergency"
-
-
-class Channel(StrEnum):
-    web = "web"
-    wechat = "wechat"
-    screens = "screens"
-    loudspeakers = "loudspeakers"
 
 
 class Language(StrEnum):
@@ -63,6 +73,19 @@ def as_local_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=SHANGHAI)
 
 
+def _as_list(value: Any) -> list[Any]:
+    """Front matter may give one value where a list is meant (`zones: 150121101`); numbers become codes."""
+    if value is None:
+        return []
+    if isinstance(value, str | int):
+        return [str(value)]
+    return [str(v) if isinstance(v, int) else v for v in value]
+
+
+# A list field of the front matter that also takes a single value.
+_NameList = Annotated[list[str], BeforeValidator(_as_list)]
+
+
 class ItemMeta(BaseModel):
     """Front matter of a drop, validated. Field names are the contract in DESIGN.md."""
 
@@ -73,10 +96,10 @@ class ItemMeta(BaseModel):
     author: str
     kind: Kind = Kind.article
     summary: str = ""
-    channels: list[str] = Field(default_factory=list)  # Channel names; plugins may add more
-    zones: list[str] = Field(default_factory=list)
-    screens: list[str] = Field(default_factory=list)
-    tags: list[str] = Field(default_factory=list)
+    channels: _NameList = Field(default_factory=list)  # names of registered channels
+    zones: _NameList = Field(default_factory=list)
+    screens: _NameList = Field(default_factory=list)
+    tags: _NameList = Field(default_factory=list)
     publish_at: datetime | None = None
     expires: datetime | None = None
     priority: Priority = Priority.normal
@@ -91,15 +114,6 @@ class ItemMeta(BaseModel):
     @classmethod
     def _local_time(cls, value: Any) -> datetime | None:
         return as_local_time(value)
-
-    @field_validator("zones", "screens", "tags", "channels", mode="before")
-    @classmethod
-    def _listify(cls, value: Any) -> list[Any]:
-        if value is None:
-            return []
-        if isinstance(value, str | int):
-            return [str(value)]
-        return [str(v) if isinstance(v, int) else v for v in value]
 
     @field_validator("title", "author", "summary", "source", mode="before")
     @classmethod

@@ -23,11 +23,16 @@ from rongmei.core.media_settings import MediaSettings
 from rongmei.core.model import Kind
 
 __all__ = [
-    "DEFAULT_STAGES", "FeedSourceConfig", "Lexicon", "ReviewStage", "ScreenGroup", "SectionEnvSource", "Settings",
-    "Zone", "load_settings",
+    "DEFAULT_STAGES",
+    "FeedSourceConfig",
+    "Lexicon",
+    "ReviewStage",
+    "ScreenGroup",
+    "SectionEnvSource",
+    "Settings",
+    "Zone",
+    "load_settings",
 ]
-
-CHANNELS = ("web", "wechat", "screens", "loudspeakers")
 
 
 def _default_data_dir() -> Path:
@@ -136,13 +141,9 @@ class Settings(BaseSettings):
     signoff_failure_window_minutes: float = Field(default=15.0, gt=0, description="Window for counting wrong codes.")
     signoff_lockout_minutes: float = Field(default=15.0, gt=0, description="How long a locked reviewer stays locked.")
     default_channels: dict[str, list[str]] = Field(
-        default_factory=lambda: {
-            "article": ["web", "wechat", "screens", "loudspeakers"],
-            "video": ["web", "wechat", "screens"],
-            "audio": ["web", "loudspeakers"],
-            "notice": ["web", "screens", "loudspeakers"],
-        },
-        description="Channels per kind when the front matter names none.",
+        default_factory=dict,
+        description="Channels per kind when the front matter names none; a kind not listed goes to every "
+        "channel that takes it by default (each channel's `default_kinds`).",
     )
     zones: list[Zone] = Field(default_factory=list, description="Townships and villages.")
     screen_groups: list[ScreenGroup] = Field(default_factory=list, description="Display groups.")

@@ -3,7 +3,8 @@
 Zones form a tree through `Zone.parent`. Terminals sit at the leaves (villages, or a township configured
 without villages), so targeting resolves every front-matter code to the leaves below it: a township code
 reaches all its villages, a village code reaches itself, the county code reaches everything. An empty
-`zones` / `screens` list means "everywhere" (the default for every kind).
+`zones` / `screens` list means "everywhere" (the default for every kind). Only the geography lives here; the
+channels that target by it check the front matter against it in their own pre-checks.
 """
 
 from __future__ import annotations
@@ -11,8 +12,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from rongmei.core.errors import ConfigError
-from rongmei.core.model import CheckResult, ItemMeta, Severity
 from rongmei.core.settings import Settings, Zone
+
+__all__ = [
+    "children_of",
+    "leaf_zones",
+    "resolve_groups",
+    "resolve_zones",
+    "unknown_groups",
+    "unknown_zones",
+    "zone_index",
+    "zone_name",
+]
 
 
 def zone_index(settings: Settings) -> dict[str, Zone]:
@@ -64,13 +75,18 @@ def resolve_zones(codes: Iterable[str], settings: Settings) -> list[str]:
     return [code for code in leaf_zones(settings) if code in reached]
 
 
+def unknown_groups(groups: Iterable[str], settings: Settings) -> list[str]:
+    configured = {group.id for group in settings.screen_groups}
+    return [g for g in groups if g not in configured]
+
+
 def resolve_groups(groups: Iterable[str], settings: Settings) -> list[str]:
     """Display groups reached by `groups`; empty means all configured groups."""
     groups = list(groups)
     configured = [group.id for group in settings.screen_groups]
     if not groups:
         return configured
-    missing = [g for g in groups if g not in configured]
+    missing = unknown_groups(groups, settings)
     if missing:
         raise ConfigError(
             f"unknown screen group(s) {missing}: add them under [[screen_groups]] in rongmei.toml "
@@ -82,34 +98,3 @@ def resolve_groups(groups: Iterable[str], settings: Settings) -> list[str]:
 def zone_name(code: str, settings: Settings) -> str:
     zone = zone_index(settings).get(code)
     return zone.name if zone else code
-
-
-def zone_problems(meta: ItemMeta, settings: Settings) -> list[CheckResult]:
-    """Pre-check: every code in `zones` and every group in `screens` must be configured (blocking)."""
-    problems: list[CheckResult] = []
-    missing_zones = unknown_zones(meta.zones, settings)
-    if missing_zones:
-        known = "、".join(f"{z.code}（{z.name}）" for z in settings.zones[:8]) or "（尚未配置任何区域）"
-        problems.append(
-            CheckResult(
-                code="zones.unknown",
-                severity=Severity.blocking,
-                message=f"播出区域（zones）中有未知的行政区划代码：{'、'.join(missing_zones)}。",
-                fix=f"请改用已配置的苏木镇街道或嘎查村社区代码，例如：{known}；如是新区域，请管理员在 rongmei.toml 中添加。",
-                channel="loudspeakers",
-            )
-        )
-    configured = [g.id for g in settings.screen_groups]
-    missing_groups = [g for g in meta.screens if g not in configured]
-    if missing_groups:
-        known = "、".join(f"{g.id}（{g.name}）" for g in settings.screen_groups) or "（尚未配置任何大屏分组）"
-        problems.append(
-            CheckResult(
-                code="screens.unknown",
-                severity=Severity.blocking,
-                message=f"大屏分组（screens）中有未知的分组：{'、'.join(missing_groups)}。",
-                fix=f"请改用已配置的大屏分组：{known}；如是新分组，请管理员在 rongmei.toml 中添加。",
-                channel="screens",
-            )
-        )
-    return problems

@@ -1,7 +1,8 @@
 """Automatic pre-checks, run before any human sees an item.
 
-Each finding is blocking (the drop is sent back to the editor) or a warning (shown to reviewers). Channel
-limits live here, so an over-long WeChat title is caught at the door, not by the API.
+Each finding is blocking (the drop is sent back to the editor) or a warning (shown to reviewers). A channel's
+limits live in the channel (`Publisher.precheck`, `Publisher.check_front_matter`) and run here, so an over-long
+WeChat title is caught at the door, not by the API.
 """
 
 from __future__ import annotations
@@ -17,18 +18,10 @@ from rongmei.core.model import CheckResult, ItemMeta, Severity
 from rongmei.core.settings import Lexicon, Settings
 from rongmei.intake.drops import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
-# Lengths that make a poor fit on a channel; channels with hard limits (WeChat) check them in their own
-# `precheck`, next to the code that knows the API.
-CHANNEL_LIMITS: dict[str, dict[str, int]] = {
-    "screens": {"title": 40},
-    "web": {"title": 80},
-}
-
 MD_LINK = re.compile(r"(!?)\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 HTML_SRC = re.compile(r"<(?:img|video|audio|source)\b[^>]*?\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.I)
 
-FIELD_LABELS = {"title": "标题", "author": "作者", "summary": "摘要"}
-CHANNEL_LABELS = {"wechat": "微信公众号", "screens": "大屏", "web": "网站", "loudspeakers": "村村响"}
+__all__ = ["CHECKS", "Check", "local_references", "media_problems", "run_checks"]
 
 Check = Callable[[ItemMeta, str, Mapping[str, Path], Settings], Iterable[CheckResult]]
 
@@ -53,11 +46,11 @@ def check_fields(meta: ItemMeta, body: str, files: Mapping[str, Path], settings:
 
 
 def check_channels(meta: ItemMeta, body: str, files: Mapping[str, Path], settings: Settings) -> Iterable[CheckResult]:
-
+    """Every channel the item goes to exists, and the item fits it (the channel's own `precheck`)."""
     registry = registry_for(settings)
     for channel in channels_of(meta, settings):
         if channel in registry.publishers:
-            yield from registry.publishers[channel].precheck(meta, body, files)
+            yield from registry.publishers[channel].precheck(meta, body, files, settings)
         else:
             why = registry.errors.get(channel)
             yield blocking(
@@ -65,20 +58,6 @@ def check_channels(meta: ItemMeta, body: str, files: Mapping[str, Path], setting
                 f"发布渠道“{channel}”不存在" + (f"（渠道模块加载失败：{why}）" if why else "") + "。",
                 "可用渠道：" + "、".join(sorted(registry.publishers)) + "；请改正 channels。",
             )
-
-
-def check_lengths(meta: ItemMeta, body: str, files: Mapping[str, Path], settings: Settings) -> Iterable[CheckResult]:
-    for channel in channels_of(meta, settings):
-        for field_name, limit in CHANNEL_LIMITS.get(channel, {}).items():
-            value = str(getattr(meta, field_name) or "")
-            if len(value) > limit:
-                label = FIELD_LABELS[field_name]
-                yield blocking(
-                    f"{channel}.{field_name}.too_long",
-                    f"{label}有 {len(value)} 个字，{CHANNEL_LABELS[channel]}最多允许 {limit} 个字。",
-                    f"请把{label}缩短到 {limit} 字以内，或从 channels 里去掉 {channel}。",
-                    channel=channel,
-                )
 
 
 def _find_terms(text: str, terms: Iterable[str]) -> dict[str, int]:
@@ -163,17 +142,14 @@ def media_problems(path: Path, role: str, settings: Settings, rel: str) -> Itera
 
 
 def check_targets(meta: ItemMeta, body: str, files: Mapping[str, Path], settings: Settings) -> Iterable[CheckResult]:
-    try:
-        from rongmei.core.zones import zone_problems
-    except ImportError:
-        return []
-    return zone_problems(meta, settings)
+    """The front-matter fields channels own (zones, screen groups), for every item whatever its channels."""
+    for channel in registry_for(settings).publishers.values():
+        yield from channel.check_front_matter(meta, settings)
 
 
 CHECKS: tuple[Check, ...] = (
     check_fields,
     check_channels,
-    check_lengths,
     check_lexicon,
     check_references,
     check_media,

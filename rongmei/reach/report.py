@@ -1,7 +1,7 @@
 """The reach report (传播监测反馈, issue 7 item 4): how far each item went, per channel and per day.
 
 The report names no channel: every channel in the registry that declares `reach_columns` is a column group,
-in `reach_order`, and says what its numbers are through `Publisher.reach` (publishers.reach). Here they are
+in `order`, and says what its numbers are through `Publisher.reach` (publishers.reach). Here they are
 added up per item, per day and channel, per township (苏木镇街道) and per display group. Total reach is the
 sum of each channel's reach; engagement numbers (shares, likes) are shown, not added. Days are
 local days in `settings.timezone`.
@@ -64,7 +64,7 @@ class ReportChannel:
 
 def _reporting_publishers(settings: Settings) -> list[type[Publisher]]:
     found = [cls for cls in registry_for(settings).publishers.values() if cls.reach_columns]
-    return sorted(found, key=lambda cls: (cls.reach_order, cls.name))
+    return sorted(found, key=lambda cls: (cls.order, cls.name))
 
 
 def report_channels(settings: Settings) -> list[ReportChannel]:

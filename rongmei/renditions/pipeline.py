@@ -1,8 +1,9 @@
 """The rendition step: from an item version's files to a manifest of content-addressed renditions.
 
-Which renditions: only what the item's channels need (wechat → covers and the video; web → share image
-and the video; screens → headline cards and the screen video; loudspeakers → the loudspeaker MP3).
-Each rendition is looked up in the cache by a key over its exact inputs first.
+Which renditions: only what the item's channels need, as each declares in `Capabilities.renditions` (a key,
+and when it applies: always, only with a video, only for portrait screens or a Mongolian title). A video's
+thumbnail is made first whenever there is a video, since covers and cards may be cut from it. Each rendition
+is looked up in the cache by a key over its exact inputs first.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ import logging
 import mimetypes
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from publishers import registry_for
+from publishers.base import Condition, RenditionNeed
+from rongmei.core.errors import ConfigError
 from rongmei.core.media_settings import RECIPE_VERSION, MediaSettings
 from rongmei.core.model import ItemMeta, Kind, Language
 from rongmei.renditions import audio, video
@@ -33,6 +37,8 @@ from rongmei.renditions.tts import load_engine, spoken_text
 if TYPE_CHECKING:  # rongmei.core.settings may import this package's config; keep the import one-way at run time
     from rongmei.core.settings import Settings
 
+__all__ = ["RECIPES", "Job", "Recipe", "channel_needs", "manifest_hash", "needed_renditions", "produce_renditions"]
+
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm"}
@@ -41,6 +47,8 @@ IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".gif", ".webp", ".bmp", ".tif", ".
 RECORDING_STEMS = ("recording", "audio")  # a human recording in the drop always wins over TTS
 KIND_LABELS = {Kind.notice: "通知", Kind.video: "视频", Kind.audio: "音频", Kind.article: ""}
 PRIORITY_LABELS = {"urgent": "紧急", "emergency": "应急广播"}
+# When the channel that needs a spoken rendition gives no words of its own for a source without sound.
+NO_SOUND = "{file} 没有声音轨，无法生成{label}。请附一段录音 audio.mp3。"
 
 Progress = Callable[[str, float], None]
 
@@ -61,6 +69,7 @@ class Job:
     screen_sizes: list[tuple[int, int]]
     cache: RenditionCache
     fingerprint: dict[str, Any]
+    needs: dict[str, RenditionNeed] = field(default_factory=dict)  # rendition key -> what the channels asked for
     manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
     _probes: dict[str, MediaInfo] = field(default_factory=dict)
     _pictures: dict[str, Image.Image] = field(default_factory=dict)
@@ -118,6 +127,22 @@ class Job:
         if sha not in self._pictures:
             self._pictures[sha] = open_image(path, self.config)
         return self._pictures[sha]
+
+    def applies(self, need: RenditionNeed) -> bool:
+        """Whether a channel's need holds for this item (a video, a portrait screen, a Mongolian title)."""
+        if need.when is Condition.has_video:
+            return self.video_rel is not None
+        if need.when is Condition.portrait_screen:
+            return any(h > w for w, h in self.screen_sizes)
+        if need.when is Condition.mongolian_title:
+            return self.meta.language in (Language.mn, Language.zh_mn) and bool(self.meta.title_mn)
+        return True
+
+    def no_sound(self, key: str, rel: str) -> str:
+        """What the editor reads when `rel`, the source of rendition `key`, has no sound track."""
+        need = self.needs.get(key)
+        template = need.no_sound if need and need.no_sound else NO_SOUND
+        return template.format(file=rel, label=RECIPES[key].label)
 
     def date_text(self) -> str:
         return self.meta.publish_at.strftime("%Y年%m月%d日") if self.meta.publish_at else ""
@@ -246,7 +271,7 @@ def _encoded_speech(job: Job) -> tuple[Path, dict[str, Any]]:
         assert rel is not None
         origin = job.path(rel)
         if job.probe(rel).audio is None:
-            raise MediaError(f"{rel} 没有声音轨，无法生成村村响音频。请附一段录音 audio.mp3，或去掉 loudspeakers 渠道。")
+            raise MediaError(job.no_sound("loudspeaker_audio", rel))
     info = probe(origin)
     encoded = job.out("speech-untagged.mp3")
     facts = audio.loudspeaker_audio(origin, encoded, job.config, duration_s=info.duration_s, progress=job.progress)
@@ -285,6 +310,7 @@ def _screen_video_inputs(job: Job) -> dict[str, Any]:
     return _video_inputs(job) | {"subtitles": job.sha(subs) if subs else None}
 
 
+# In production order: the thumbnail first (covers and cards may be cut from it), then pictures, then media.
 RECIPES: dict[str, Recipe] = {
     "thumbnail": Recipe(".jpg", _video_inputs, make_thumbnail, "视频封面帧"),
     "cover_900x383": Recipe(".jpg", lambda job: {"picture": job.picture_source()[0], "title": job.meta.title,
@@ -292,40 +318,36 @@ RECIPES: dict[str, Recipe] = {
     "cover_1x1": Recipe(".jpg", lambda job: {"picture": job.picture_source()[0], "title": job.meta.title,
                                              "center": job.center_name}, make_cover((600, 600)), "微信方形封面"),
     "share_image": Recipe(".jpg", _card_inputs, make_card((1200, 630)), "分享图"),
+    "video_web": Recipe(".mp4", _video_inputs, make_video_web, "网页/微信视频"),
     "screen_card": Recipe(".jpg", _card_inputs, make_card(video.SCREEN_SIZE), "大屏标题卡"),
     "screen_card_portrait": Recipe(".jpg", _card_inputs, make_card((1080, 1920)), "竖屏标题卡"),
     "screen_card_mn": Recipe(".jpg", lambda job: _card_inputs(job) | {"title_mn": job.meta.title_mn,
                                                                       "summary_mn": job.meta.summary_mn},
                              make_bilingual_card, "蒙汉双语标题卡"),
-    "video_web": Recipe(".mp4", _video_inputs, make_video_web, "网页/微信视频"),
     "video_screen": Recipe(".mp4", _screen_video_inputs, make_video_screen, "大屏视频"),
     "loudspeaker_audio": Recipe(".mp3", _audio_inputs, make_loudspeaker_audio, "村村响音频"),
 }
 
 
-def needed_renditions(job: Job, channels: Sequence[str]) -> list[str]:
-    """Rendition keys in production order (the thumbnail first: covers may be cut from it)."""
-    wanted: list[str] = []
-    has_video = job.video_rel is not None
-    if has_video:
-        wanted.append("thumbnail")
-    if "wechat" in channels:
-        wanted += ["cover_900x383", "cover_1x1"]
-    if "web" in channels:
-        wanted.append("share_image")
-    if has_video and ("web" in channels or "wechat" in channels):
-        wanted.append("video_web")
-    if "screens" in channels:
-        wanted.append("screen_card")
-        if any(h > w for w, h in job.screen_sizes):
-            wanted.append("screen_card_portrait")
-        if job.meta.language in (Language.mn, Language.zh_mn) and job.meta.title_mn:
-            wanted.append("screen_card_mn")
-        if has_video:
-            wanted.append("video_screen")
-    if "loudspeakers" in channels:
-        wanted.append("loudspeaker_audio")
-    return wanted
+def needed_renditions(job: Job, needs: Iterable[RenditionNeed]) -> list[str]:
+    """Rendition keys in production order (RECIPES order) for the channels' `needs` that hold for the item."""
+    wanted = {"thumbnail"} if job.video_rel is not None else set()
+    for need in needs:
+        if need.key not in RECIPES:
+            raise ConfigError(f"a channel needs the rendition {need.key!r}, which the rendition step cannot make; "
+                              f"known renditions: {', '.join(RECIPES)}")
+        if job.applies(need):
+            wanted.add(need.key)
+    return [key for key in RECIPES if key in wanted]
+
+
+def channel_needs(settings: Settings, channels: Sequence[str]) -> list[RenditionNeed]:
+    """What the item's channels declare they need; a channel that is not registered needs nothing here (the
+    pre-checks refused it at the door, and its delivery says why)."""
+    registry = registry_for(settings)
+    needs = [need for name in channels if name in registry.publishers
+             for need in registry.publishers[name].capabilities.rendition_needs()]
+    return sorted(needs, key=lambda need: not need.no_sound)  # the channels' own words for a problem first
 
 
 def produce_renditions(*, meta: ItemMeta, body: str, files: Mapping[str, Mapping[str, Any]],
@@ -340,8 +362,11 @@ def produce_renditions(*, meta: ItemMeta, body: str, files: Mapping[str, Mapping
               progress=progress,
               screen_sizes=[tuple(g.size) for g in getattr(settings, "screen_groups", [])],  # type: ignore[misc]
               cache=RenditionCache(Path(settings.data_dir) / "renditions-cache"), fingerprint=config.fingerprint())
+    needs = channel_needs(settings, channels)
+    for need in reversed(needs):  # the first need of a key wins: one with the channel's own words, if any
+        job.needs[need.key] = need
     cache, fingerprint = job.cache, job.fingerprint
-    for key in needed_renditions(job, channels):
+    for key in needed_renditions(job, needs):
         recipe = RECIPES[key]
         ckey = cache_key(key, {"version": RECIPE_VERSION, "settings": fingerprint, **recipe.inputs(job)})
         cached = cache.get(ckey)

@@ -17,13 +17,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from publishers import channels_of
+from publishers import channels_of, registry_for
 from publishers.base import Release
 from rongmei.core.files import extension_for
 from rongmei.core.model import ItemMeta, ItemState
 from rongmei.core.settings import Settings
 from rongmei.storage import ledger
 from rongmei.storage.store import Store
+
+__all__ = ["prepare_preview", "prepare_renditions", "progress_path", "read_progress", "render_channel_previews"]
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +98,12 @@ def prepare_renditions(store: Store, settings: Settings, version_id: int,
 def prepare_preview(store: Store, settings: Settings, version_id: int, release: Release) -> str:
     """Render the reviewer's preview of `release` (the version as it would go out) under an unguessable token;
     returns the token."""
-    from publishers.web import render_preview
-
     with store.session() as session:
         version = store.version(session, version_id)
         token = version.preview_token or secrets.token_urlsafe(18)
         version.preview_token = token
         renditions = dict(version.renditions)
-    render_preview(release, settings, token)
+    render_channel_previews(release, settings, token)
     folder = settings.data_dir / "preview" / token / "renditions"
     folder.mkdir(parents=True, exist_ok=True)
     for key, facts in renditions.items():
@@ -111,3 +111,18 @@ def prepare_preview(store: Store, settings: Settings, version_id: int, release: 
         if not target.exists():
             store.copy_blob(str(facts["sha256"]), target)
     return token
+
+
+def render_channel_previews(release: Release, settings: Settings, token: str) -> list[str]:
+    """Each of the item's channels renders its view of the item (`Publisher.preview`); returns the pages.
+
+    Reviewers read the item on a page even when none of its channels has one (a loudspeaker notice): then the
+    first channel, in channel order, that renders a page does it, as the preview always was."""
+    registry = registry_for(settings)
+    own = [registry.publishers[name] for name in channels_of(release.meta, settings) if name in registry.publishers]
+    pages = [page for channel in own if (page := channel.preview(release, settings, token))]
+    if not pages:
+        for channel in registry.publishers.values():
+            if channel not in own and (page := channel.preview(release, settings, token)):
+                return [page]
+    return pages

@@ -1,7 +1,8 @@
 """Real channel plugins used by the tests, loaded through `extra_publishers` like any local plugin.
 
 `flaky` fails with a retryable error on its first two attempts per item and then succeeds; `broken` always
-fails for good. Both keep their state in files, because every attempt may run in a new worker process.
+fails for good. Both keep their state in files, because every attempt may run in a new worker process. Neither
+takes any kind by default (`default_kinds` empty): only items that name them go there.
 """
 
 from __future__ import annotations
@@ -10,9 +11,13 @@ import json
 
 from publishers.base import Capabilities, Publisher, PublishError, Receipt, Release
 
+__all__ = ["BrokenPublisher", "FlakyPublisher"]
+
 
 class FlakyPublisher(Publisher):
     name = "flaky"
+    label = "测试渠道（时好时坏）"
+    color = "#bcbd22"
     capabilities = Capabilities(can_update=True, can_retract=True, note="test channel: fails twice, then works")
 
     def _log(self) -> dict:
@@ -37,6 +42,8 @@ class FlakyPublisher(Publisher):
 
 class BrokenPublisher(Publisher):
     name = "broken"
+    label = "测试渠道（总是失败）"
+    color = "#d62728"
     capabilities = Capabilities(can_update=False, can_retract=False, note="test channel: always fails")
 
     def publish(self, release: Release) -> Receipt:

@@ -32,7 +32,7 @@ __all__ = [
     "write_drop",
 ]
 
-SUMMARY_LIMIT = 120  # WeChat's enforced digest limit (checks.CHANNEL_LIMITS)
+SUMMARY_LIMIT = 120  # WeChat's enforced digest limit (the wechat channel's precheck)
 
 
 @dataclass

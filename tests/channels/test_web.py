@@ -3,86 +3,39 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import feedparser
 import pytest
 import requests
-from PIL import Image
 
+from channels.support import Blobs, Clock, jpeg
+from channels.support import make_release as support_release
 from publishers.base import Receipt, Release
-from publishers.web import WebPublisher, article_url, refresh, render_preview
+from publishers.web.channel import WebPublisher, refresh
+from publishers.web.preview import render_preview
+from publishers.web.records import article_url
 from rongmei.core.errors import PublishError
-from rongmei.core.model import ItemMeta
 from rongmei.core.settings import Settings
 
 T0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
 SITEMAP_NS = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9"}
 
 
-class Clock:
-    """An injected clock the test moves by hand."""
-
-    def __init__(self, start: datetime) -> None:
-        self.moment = start
-
-    def __call__(self) -> datetime:
-        return self.moment
-
-    def advance(self, **delta: float) -> None:
-        self.moment += timedelta(**delta)
-
-
-class Blobs:
-    """A tiny content-addressed blob dir, shaped like the store's."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def put(self, data: bytes) -> dict[str, Any]:
-        sha = hashlib.sha256(data).hexdigest()
-        (self.root / sha).write_bytes(data)
-        return {"sha256": sha, "bytes": len(data)}
-
-    def path(self, sha: str) -> Path:
-        return self.root / sha
-
-
-def jpeg(color: str = "red") -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (8, 6), color).save(out, "JPEG")
-    return out.getvalue()
-
-
-def make_release(blobs: Blobs, item_id: str = "harvest", *, body: str = "正文。", version: int = 1,
-                 files: dict[str, bytes] | None = None, renditions: dict[str, tuple[bytes, str]] | None = None,
-                 extra: dict[str, Any] | None = None, **meta: Any) -> Release:
-    fields = {"id": item_id, "title": f"{item_id} 标题", "author": "张晓梅", "summary": "摘要。", **meta}
-    return Release(
-        item_id=item_id, version=version, version_id=version, content_hash=f"hash-{item_id}-{version}",
-        meta=ItemMeta.model_validate(fields), body=body,
-        files={name: blobs.put(data) for name, data in (files or {}).items()},
-        renditions={key: {**blobs.put(data), "mime": mime} for key, (data, mime) in (renditions or {}).items()},
-        blob_path=blobs.path, extra=extra or {},
-    )
+def make_release(blobs: Blobs, item_id: str = "harvest", **kw: Any) -> Release:
+    """An article as the web tests know it: their own title, author and summary."""
+    meta = {"title": f"{item_id} 标题", "author": "张晓梅", "summary": "摘要。", **kw}
+    return support_release(blobs, item_id, **meta)
 
 
 @pytest.fixture
-def blobs(tmp_path: Path) -> Blobs:
-    return Blobs(tmp_path / "blobs")
-
-
-@pytest.fixture
-def clock() -> Clock:
+def clock() -> Clock:  # the web tests' own moment, not the playlists'
     return Clock(T0)
 
 

@@ -9,24 +9,21 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
-from test_loudspeakers_support import (
+
+from channels.support import (
     BAYAN,
     HONGQI,
-    Blobs,
     Clock,
     Site,
-    at,
     audio_rendition,
     card_rendition,
     channel_settings,
     make_release,
     running_site,
 )
-
 from publishers.base import Receipt, Release
 from publishers.loudspeakers import LoudspeakerPublisher
 from publishers.screens import PLAYER_ASSET, ScreenPublisher
@@ -43,16 +40,6 @@ from rongmei.distribution.terminal_sim import (
 )
 from rongmei.distribution.terminals import enroll_terminal, replace_grants
 from rongmei.storage.store import Store
-
-
-@pytest.fixture
-def blobs(tmp_path: Path) -> Blobs:
-    return Blobs(tmp_path / "blobs")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(at("2025-06-02T09:00:00"))
 
 
 @pytest.fixture

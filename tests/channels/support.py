@@ -1,14 +1,14 @@
-"""Helpers shared by the loudspeaker, screen and player tests (no tests in here).
+"""Helpers shared by the channel tests (here, and the player, S3 and door tests); no tests in here.
 
-Tiny real media (ffmpeg MP3, Pillow PNG) in a blob directory, Releases built by hand from them, a settable
-clock, the demo zone tree, and the real distribution server in a thread.
+Tiny real media (ffmpeg MP3, Pillow PNG and JPEG) in a blob directory, Releases built by hand from them, a
+settable clock, the demo zone tree and screen groups, and the real distribution server in a thread.
 """
 
 from __future__ import annotations
 
 import hashlib
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -24,6 +24,34 @@ from rongmei.core.settings import ScreenGroup, Settings, Zone
 from rongmei.distribution.server import serve_in_thread
 from rongmei.storage.store import Play, Store
 
+__all__ = [
+    "BAOLIGE",
+    "BAYAN",
+    "COUNTY",
+    "DEMO_GROUPS",
+    "DEMO_ZONES",
+    "HONGQI",
+    "TEST_PLUGINS",
+    "VILLAGES",
+    "WULAN",
+    "WULAN_GACHA",
+    "XINHUA",
+    "Blobs",
+    "Clock",
+    "Site",
+    "at",
+    "audio_rendition",
+    "card_rendition",
+    "channel_settings",
+    "jpeg",
+    "make_card",
+    "make_mp3",
+    "make_release",
+    "running_site",
+]
+
+# The test plugins (tests/plugins/testchannels.py), registered as a center registers its own channels.
+TEST_PLUGINS = {"flaky": "plugins.testchannels:FlakyPublisher", "broken": "plugins.testchannels:BrokenPublisher"}
 COUNTY, BAYAN, HONGQI, XINHUA, WULAN, BAOLIGE, WULAN_GACHA = (
     "150121", "150121101", "150121101201", "150121101202", "150121102", "150121102201", "150121102202")
 DEMO_ZONES = [
@@ -76,6 +104,15 @@ class Blobs:
         self.path(sha).write_bytes(data)
         return sha
 
+    def put(self, data: bytes) -> dict[str, Any]:
+        """Store `data`; its facts as a Release's `files` table has them."""
+        return {"sha256": self.add(data), "bytes": len(data)}
+
+    def put_file(self, path: Path) -> tuple[str, int]:
+        """Store a file, as `Store.put_file` does for the rendition step."""
+        data = Path(path).read_bytes()
+        return self.add(data), len(data)
+
 
 def make_mp3(seconds: float = 1.0, frequency: int = 440) -> bytes:
     """A short mono 64 kbit/s MP3 tone from the real ffmpeg."""
@@ -86,6 +123,15 @@ def make_mp3(seconds: float = 1.0, frequency: int = 440) -> bytes:
         check=True, capture_output=True,
     )
     return result.stdout
+
+
+def jpeg(color: str = "red", size: tuple[int, int] = (8, 6)) -> bytes:
+    """A tiny real JPEG."""
+    from io import BytesIO
+
+    out = BytesIO()
+    Image.new("RGB", size, color).save(out, "JPEG")
+    return out.getvalue()
 
 
 def make_card(text: str, color: tuple[int, int, int] = (20, 60, 140), size: tuple[int, int] = (192, 108)) -> bytes:
@@ -110,12 +156,19 @@ def card_rendition(blobs: Blobs, text: str, color: tuple[int, int, int] = (20, 6
     return {"sha256": blobs.add(data), "bytes": len(data), "mime": "image/png", "width": 192, "height": 108}
 
 
-def make_release(blobs: Blobs, item_id: str, renditions: dict[str, dict[str, Any]], version: int = 1,
-                 **meta: Any) -> Release:
+def make_release(blobs: Blobs, item_id: str = "harvest", renditions: Mapping[str, Any] | None = None,
+                 version: int = 1, *, body: str = "正文。", files: Mapping[str, bytes] | None = None,
+                 extra: Mapping[str, Any] | None = None, **meta: Any) -> Release:
+    """A Release as the publish flow builds it. `renditions`: key -> facts (`audio_rendition`, `card_rendition`,
+    or the rendition step's manifest) or (bytes, mime); `files`: drop-relative name -> bytes; `meta`: front matter."""
     fields = {"id": item_id, "title": f"标题 {item_id}", "author": "编辑部", **meta}
-    return Release(item_id=item_id, version=version, version_id=version, content_hash="0" * 64,
-                   meta=ItemMeta.model_validate(fields), body="正文。", files={}, renditions=renditions,
-                   blob_path=blobs.path)
+    table = {key: ({**blobs.put(value[0]), "mime": value[1]} if isinstance(value, tuple) else dict(value))
+             for key, value in (renditions or {}).items()}
+    return Release(item_id=item_id, version=version, version_id=version,
+                   content_hash=hashlib.sha256(f"{item_id}-v{version}".encode()).hexdigest(),
+                   meta=ItemMeta.model_validate(fields), body=body,
+                   files={name: blobs.put(data) for name, data in (files or {}).items()}, renditions=table,
+                   blob_path=blobs.path, extra=dict(extra or {}))
 
 
 # Distribution server --------------------------------------------------------------------------------------

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import feedparser
 import pytest
-from test_loudspeakers_support import (
+
+from channels.support import (
     BAOLIGE,
     BAYAN,
     COUNTY,
@@ -18,36 +18,26 @@ from test_loudspeakers_support import (
     WULAN,
     WULAN_GACHA,
     XINHUA,
-    Blobs,
     Clock,
     at,
     audio_rendition,
     channel_settings,
     make_release,
 )
-
 from publishers.base import Receipt
 from publishers.loudspeakers import LoudspeakerPublisher, numeric_priority
+from publishers.screens import ScreenPublisher
 from rongmei.core.errors import ConfigError, PublishError
-from rongmei.core.model import ItemMeta, Severity
+from rongmei.core.model import CheckResult, ItemMeta, Severity
 from rongmei.core.settings import Settings
-from rongmei.core.zones import leaf_zones, resolve_zones, zone_problems
+from rongmei.core.zones import leaf_zones, resolve_zones
 from rongmei.distribution.terminal_sim import due_now
+from rongmei.intake.checks import run_checks
 
 
 @pytest.fixture
 def ls_settings(settings: Settings) -> Settings:
     return channel_settings(settings)
-
-
-@pytest.fixture
-def blobs(tmp_path: Path) -> Blobs:
-    return Blobs(tmp_path / "blobs")
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock(at("2025-06-02T09:00:00"))
 
 
 @pytest.fixture
@@ -80,14 +70,25 @@ def test_zone_codes_resolve_to_the_villages_below_them(ls_settings: Settings) ->
         resolve_zones(["150121999"], ls_settings)
 
 
+def zone_problems(meta: ItemMeta, settings: Settings) -> list[CheckResult]:
+    """What the two channels that target by geography say about the item's zones and screen groups."""
+    return [*LoudspeakerPublisher.check_front_matter(meta, settings),
+            *ScreenPublisher.check_front_matter(meta, settings)]
+
+
 def test_unknown_zone_or_group_is_a_blocking_pre_check(ls_settings: Settings) -> None:
     meta = ItemMeta(id="a", title="t", author="a", zones=[HONGQI, "150121999"], screens=["hall", "lobby"])
     problems = zone_problems(meta, ls_settings)
     assert [p.code for p in problems] == ["zones.unknown", "screens.unknown"]
+    assert [p.channel for p in problems] == ["loudspeakers", "screens"]
     assert all(p.severity is Severity.blocking for p in problems)
     assert "150121999" in problems[0].message and "红旗村" in problems[0].fix
     assert "lobby" in problems[1].message and "hall" in problems[1].fix
     assert zone_problems(ItemMeta(id="b", title="t", author="a", zones=[BAYAN]), ls_settings) == []
+    # Checked for every item, whatever its channels: a wrong code is a mistake in the drop either way.
+    web_only = ItemMeta(id="c", title="t", author="a", channels=["web"], zones=["150121999"], screens=["lobby"])
+    found = {c.code for c in run_checks(web_only, "正文", {}, ls_settings) if c.blocking}
+    assert found == {"zones.unknown", "screens.unknown"}
 
 
 # Targeting ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""Channel tests: each channel's own behaviour, and the contract every registered channel keeps."""

@@ -14,7 +14,9 @@ from rongmei.core.errors import RongmeiError
 from rongmei.core.settings import Settings, load_settings
 from rongmei.intake.bundles import Drop, escape_name
 from rongmei.intake.ingest import Outcome, ingest_drop, settled_drops
-from rongmei.storage.store import Store
+from rongmei.storage.store import Store, store_for
+
+__all__ = ["ingest", "send_to_review", "summary", "take_in"]
 
 
 @task(name="take in drop", cache_policy=NO_CACHE, task_run_name="take in {drop.name}")
@@ -45,7 +47,7 @@ def send_to_review(outcome: Outcome, settings: Settings) -> None:
 @flow(name="ingest", log_prints=False)
 def ingest(start_reviews: bool = True) -> list[dict]:
     settings = load_settings()
-    store = Store.from_settings(settings)
+    store = store_for(settings)
     logger = get_run_logger()
     outcomes: list[Outcome] = []
     waiting: list[str] = []  # drops the store could not take (it was unreachable): still in the inbox

@@ -45,16 +45,6 @@ class Severity(StrEnum):
     warning = "warning"
 
 
-class ItemState(StrEnum):
-    in_review = "in_review"
-    returned = "returned"
-    rejected = "rejected"
-    approved = "approved"
-    published = "published"
-    retracted = "retracted"
-    superseded = "superseded"
-
-
 def as_local_time(value: Any) -> datetime | None:
     """Parse an ISO 8601 time; a time without an offset is Asia/Shanghai (the newsroom's clock)."""
     if value in (None, ""):

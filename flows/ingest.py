@@ -15,7 +15,9 @@ from rongmei.core.settings import Settings, load_settings
 from rongmei.intake.drops import Drop
 from rongmei.intake.ingest import Outcome, ingest_drop, settled_drops
 from rongmei.intake.names import escape_name
-from rongmei.storage.store import Store
+from rongmei.storage.store import Store, store_for
+
+__all__ = ["ingest", "send_to_review", "summary", "take_in"]
 
 
 @task(name="take in drop", cache_policy=NO_CACHE, task_run_name="take in {drop.name}")
@@ -46,7 +48,7 @@ def send_to_review(outcome: Outcome, settings: Settings) -> None:
 @flow(name="ingest", log_prints=False)
 def ingest(start_reviews: bool = True) -> list[dict]:
     settings = load_settings()
-    store = Store.from_settings(settings)
+    store = store_for(settings)
     logger = get_run_logger()
     outcomes: list[Outcome] = []
     waiting: list[str] = []  # drops the store could not take (it was unreachable): still in the inbox

@@ -21,40 +21,38 @@ from prefect.tasks import exponential_backoff
 
 from rongmei.core.errors import PublishError
 from rongmei.core.settings import load_settings
-from rongmei.delivery.deliveries import (
-    DeliveryResult,
-    check_release,
-    deliver,
-    delivery_plan,
-    embargoed_until,
-    give_up,
-    results_table,
-    settle_item_state,
-)
+from rongmei.core.states import DONE_STATES, DeliveryState
+from rongmei.delivery.deliveries import DeliveryResult, deliver, give_up, results_table, settle_item_state
 from rongmei.delivery.gate import current_caller
+from rongmei.delivery.plan import delivery_plan, embargoed_until
+from rongmei.delivery.release import check_release
 from rongmei.runtime.orchestration import PrefectSlots
-from rongmei.storage.store import Store
+from rongmei.storage.snapshots import VersionSnapshot
+from rongmei.storage.store import store_for
+
+__all__ = ["EARLY_START_TOLERANCE", "deliver_to", "outcome", "publish", "requeue", "wait_for_embargo"]
 
 
 @task(name="deliver", cache_policy=NO_CACHE, task_run_name="{action} → {channel}")
-def deliver_to(version_id: int, channel: str, action: str) -> DeliveryResult:
-    """One channel's delivery; raises only when a retry can help, so Prefect retries it with backoff."""
+def deliver_to(version: VersionSnapshot, channel: str, action: str) -> DeliveryResult:
+    """One channel's delivery; raises only when a retry can help, so Prefect retries it with backoff. The tasks
+    run in threads of the flow's process and share its store and its snapshot of the version."""
     settings = load_settings()
-    store = Store.from_settings(settings)
-    result = deliver(store, settings, version_id, channel, action, slots=PrefectSlots())
+    store = store_for(settings)
+    result = deliver(store, settings, version, channel, action, slots=PrefectSlots())
     if result.retryable:
         if task_run.run_count <= settings.publish_retries:
             raise PublishError(f"{channel}: {result.message}", retryable=True)
-        result = give_up(store, version_id, channel, action)
+        result = give_up(store, version.id, channel, action)
     return result
 
 
 @flow(name="publish", log_prints=False)
 def publish(version_id: int) -> list[dict]:
     settings = load_settings()
-    store = Store.from_settings(settings)
-    check_release(store, settings, version_id, current_caller("system:publish"))
-    if (held := embargoed_until(store, version_id)) is not None and not wait_for_embargo(held):
+    store = store_for(settings)
+    version = check_release(store, settings, version_id, current_caller("system:publish"))
+    if (held := embargoed_until(version)) is not None and not wait_for_embargo(held):
         get_run_logger().warning("稿件定于 %s 发布，现在不发布；已重新排定", held.isoformat())
         requeue(version_id, held)
         return []
@@ -63,15 +61,15 @@ def publish(version_id: int) -> list[dict]:
         retry_delay_seconds=exponential_backoff(backoff_factor=settings.publish_retry_delay),
     )
     futures = {
-        (channel, action): delivery.submit(version_id, channel, action)
-        for channel, action in delivery_plan(store, settings, version_id)
+        (channel, action): delivery.submit(version, channel, action)
+        for channel, action in delivery_plan(store, settings, version)
     }
     wait(list(futures.values()))
     results = [outcome(channel, action, future) for (channel, action), future in futures.items()]
-    state = settle_item_state(store, version_id, results)
+    state = settle_item_state(store, version, results)
     create_table_artifact(key=f"publish-{version_id}", table=results_table(results),
                           description=f"各渠道发布结果（版本 {version_id}，稿件状态：{state}）")
-    failed = [r for r in results if r.state not in ("succeeded", "draft_ready")]
+    failed = [r for r in results if r.state not in DONE_STATES]
     if failed:
         get_run_logger().warning("未成功的渠道：%s", "、".join(f"{r.channel}（{r.message}）" for r in failed))
     return [r.__dict__ for r in results]
@@ -100,4 +98,4 @@ def outcome(channel: str, action: str, future) -> DeliveryResult:  # type: ignor
     state = future.state
     if state.is_completed():
         return future.result()
-    return DeliveryResult(channel, action, "failed", message=str(state.message or state.name))
+    return DeliveryResult(channel, action, str(DeliveryState.failed), message=str(state.message or state.name))

@@ -27,13 +27,26 @@ from prefect.input import RunInput
 from prefect.states import Cancelled
 from pydantic import Field
 
-from rongmei.core.model import ItemState
 from rongmei.core.settings import Settings, load_settings
-from rongmei.delivery.deliveries import build_release, embargoed_until
+from rongmei.core.states import ItemState
+from rongmei.delivery.plan import embargoed_until
+from rongmei.delivery.release import build_release
 from rongmei.review.prepare import prepare_preview, prepare_renditions
 from rongmei.review.signoff import apply_signoff, attempts_so_far, form_description, stage_position
 from rongmei.storage import ledger
-from rongmei.storage.store import Store
+from rongmei.storage.snapshots import VersionSnapshot, load_version
+from rongmei.storage.store import Version, store_for
+
+__all__ = [
+    "PUBLISH_DEPLOYMENT",
+    "REVIEW_DEPLOYMENT",
+    "SignOffForm",
+    "request_review",
+    "review",
+    "start_publication",
+    "submitted_at",
+    "withdraw_superseded_reviews",
+]
 
 REVIEW_DEPLOYMENT = "review/review"
 PUBLISH_DEPLOYMENT = "publish/publish"
@@ -51,18 +64,20 @@ class SignOffForm(RunInput):
 
 
 @task(name="prepare for review", cache_policy=NO_CACHE)
-def prepare_for_review(version_id: int) -> None:
-    """Make the renditions the channels need and the reviewers' preview page."""
+def prepare_for_review(version: VersionSnapshot) -> None:
+    """Make the renditions the channels need and the reviewers' preview page. Returns nothing (the review run
+    persists its tasks' results, and a version's content is no result to keep): the run loads it again."""
     settings = load_settings()
-    store = Store.from_settings(settings)
+    store = store_for(settings)
     logger = get_run_logger()
 
     def progress(label: str, fraction: float) -> None:
         logger.info("渲染 %s：%d%%", label, round(fraction * 100))
 
-    if prepare_renditions(store, settings, version_id, progress):
+    if prepare_renditions(store, settings, version, progress):
         logger.warning("渲染结果与上次不同：此前的签字不再有效，需重新审核")
-    prepare_preview(store, settings, version_id, build_release(store, version_id))
+    rendered = load_version(store, version.id)  # with the renditions just made
+    prepare_preview(store, settings, rendered, build_release(store, rendered))
 
 
 def set_stage_tags(item_id: str, stage: str) -> None:
@@ -76,27 +91,27 @@ def set_stage_tags(item_id: str, stage: str) -> None:
 @flow(name="review", persist_result=True, log_prints=False)
 def review(version_id: int) -> str:
     settings = load_settings()
-    store = Store.from_settings(settings)
+    store = store_for(settings)
     logger = get_run_logger()
-    with store.session() as session:
-        version = store.version(session, version_id)
-        item_id, state = version.item_id, version.state
-    if state not in ("in_review", "approved", "published"):
+    version = load_version(store, version_id)
+    item_id, state = version.item_id, version.state
+    if state not in (ItemState.in_review, ItemState.approved, ItemState.published):
         logger.info("版本状态为 %s，无需审核", state)
-        return state
-    if state == "in_review":
-        prepare_for_review(version_id)
-    while (stage := stage_position(store, settings, version_id)) is not None:
+        return str(state)
+    if state == ItemState.in_review:
+        prepare_for_review(version)
+        version = load_version(store, version_id)  # the renditions (and so what a sign-off covers) may be new
+    while (stage := stage_position(store, settings, version)) is not None:
         set_stage_tags(item_id, stage.name)
         key = f"{stage.name}-{attempts_so_far(store, version_id, stage.name)}"
         form = suspend_flow_run(
             wait_for_input=SignOffForm.with_initial_data(
-                description=form_description(store, settings, version_id, stage), decision="approve"
+                description=form_description(store, settings, version, stage), decision="approve"
             ),
             key=key,
             timeout=None,
         )
-        result = apply_signoff(store, settings, version_id, stage, key, form.model_dump(), at=submitted_at(key))
+        result = apply_signoff(store, settings, version, stage, key, form.model_dump(), at=submitted_at(key))
         if result.status == "refused":
             logger.warning("签字未被接受：%s。请重新填写签字单。", result.message)
             continue
@@ -104,7 +119,7 @@ def review(version_id: int) -> str:
         if result.status in ("returned", "rejected"):
             return result.status
     set_stage_tags(item_id, "published")
-    start_publication(version_id, settings)
+    start_publication(version, settings)
     return "approved"
 
 
@@ -140,27 +155,26 @@ def submitted_at(pause_key: str) -> float | None:
     return created.timestamp()
 
 
-def start_publication(version_id: int, settings: Settings) -> None:
+def start_publication(version: VersionSnapshot, settings: Settings) -> None:
     """The final approval is the one click: publish now, or at `publish_at` as a scheduled run (embargo)."""
     from flows.publish import publish
 
-    store = Store.from_settings(settings)
-    held = embargoed_until(store, version_id)
+    held = embargoed_until(version)
     if held is None:
-        publish(version_id, return_state=True)
+        publish(version.id, return_state=True)
         return
     from prefect.deployments import run_deployment
 
-    with store.session() as session:
-        version = store.version(session, version_id)
-        title, item_id, number = version.meta.get("title", ""), version.item_id, version.number
-        if version.state == ItemState.approved:
+    title, item_id, number = version.meta.title, version.item_id, version.number
+    with store_for(settings).session() as session:
+        current = session.get(Version, version.id)  # approved now, not when the run read it
+        if current is not None and current.state == ItemState.approved:
             ledger.record(session, "scheduled", actor="system:publish", item_id=item_id, version=number,
-                          content_hash=version.signed_hash, details={"publish_at": held.isoformat()})
+                          content_hash=current.signed_hash, details={"publish_at": held.isoformat()})
     run_deployment(
-        PUBLISH_DEPLOYMENT, parameters={"version_id": version_id}, scheduled_time=held, timeout=0,
+        PUBLISH_DEPLOYMENT, parameters={"version_id": version.id}, scheduled_time=held, timeout=0,
         flow_run_name=f"定时发布 · {title}（v{number}）", tags=[f"item:{item_id}", "embargo"],
-        idempotency_key=f"embargo-{version_id}", as_subflow=False,
+        idempotency_key=f"embargo-{version.id}", as_subflow=False,
     )
     run_logger().info("终审已通过，将于 %s 定时发布", held.isoformat())
 
@@ -177,10 +191,8 @@ def request_review(version_id: int, settings: Settings) -> None:
     """Start the sign-off run of a new version (from ingest)."""
     from prefect.deployments import run_deployment
 
-    store = Store.from_settings(settings)
-    with store.session() as session:
-        version = store.version(session, version_id)
-        title, item_id, number = version.meta.get("title", ""), version.item_id, version.number
+    version = load_version(store_for(settings), version_id)
+    title, item_id, number = version.meta.title, version.item_id, version.number
     run_deployment(
         REVIEW_DEPLOYMENT,
         parameters={"version_id": version_id},

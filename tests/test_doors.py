@@ -24,12 +24,14 @@ from typer.testing import CliRunner
 from conftest import PREFECT_AUTH, write_drop
 from review_helpers import await_final, await_pause, code_for, review_run_id, sign, sign_all_stages
 from rongmei.cli.commands import app
-from rongmei.core.model import ItemState
-from rongmei.delivery.deliveries import build_release, deliver
+from rongmei.core.states import ItemState
+from rongmei.delivery.deliveries import deliver
+from rongmei.delivery.release import build_release
 from rongmei.intake.drops import find_drops
 from rongmei.intake.ingest import ingest_drop
 from rongmei.review.reviewers import _load_secrets, current_code, enroll, set_active
 from rongmei.review.signoff import apply_signoff, form_description
+from rongmei.storage.snapshots import load_version
 from rongmei.storage.store import Delivery, Item, LedgerEntry, Reviewer, SignOff, Store, Version
 
 IS_ROOT = os.geteuid() == 0
@@ -72,7 +74,7 @@ def unique(prefix: str) -> str:
 # The delivery gate, called directly --------------------------------------------------------------------------
 def test_code_calling_deliver_for_an_unsigned_version_reaches_no_channel(settings, store):
     version_id = new_version(settings, store, "unsigned", "title: 未签发稿件\nauthor: 张三\nchannels: [web]")
-    result = deliver(store, settings, version_id, "web")
+    result = deliver(store, settings, load_version(store, version_id), "web")
     assert result.state == "refused" and "尚未完成审核签发" in result.message
     assert not (settings.site_dir / "articles" / "unsigned").exists()
     assert deliveries(store, "unsigned") == []  # nothing was even claimed
@@ -83,17 +85,17 @@ def test_code_calling_deliver_for_an_unsigned_version_reaches_no_channel(setting
 def test_code_publishing_after_every_stage_signed_goes_out(settings, store):
     version_id = new_version(settings, store, "signed", "title: 已签发稿件\nauthor: 张三\nchannels: [web]")
     sign_all_stages(store, settings, version_id)
-    assert deliver(store, settings, version_id, "web").state == "succeeded"
+    assert deliver(store, settings, load_version(store, version_id), "web").state == "succeeded"
     assert (settings.site_dir / "articles" / "signed" / "index.html").is_file()
 
 
 def test_code_correcting_with_an_unsigned_new_version_is_refused_and_the_page_stays(settings, store):
     first = new_version(settings, store, "fix", "title: 原稿\nauthor: 张三\nchannels: [web]", "原来的正文。")
     sign_all_stages(store, settings, first, prefix="v1")
-    assert deliver(store, settings, first, "web").state == "succeeded"
+    assert deliver(store, settings, load_version(store, first), "web").state == "succeeded"
     second = new_version(settings, store, "fix-2", "id: fix\ntitle: 更正稿\nauthor: 张三\nchannels: [web]",
                          "更正后的正文。")
-    result = deliver(store, settings, second, "web", "update")  # the correction path
+    result = deliver(store, settings, load_version(store, second), "web", "update")  # the correction path
     assert result.state == "refused"
     page = (settings.site_dir / "articles" / "fix" / "index.html").read_text(encoding="utf-8")
     assert "原来的正文" in page and "更正后的正文" not in page
@@ -111,7 +113,7 @@ def test_dba_adding_signoff_rows_without_ledger_entries_cannot_let_a_version_out
                           decision="approve", signed_hash=version.signed_hash))
         version.state = ItemState.approved
         s.get(Item, "forged").state = ItemState.approved
-    result = deliver(store, settings, version_id, "web")
+    result = deliver(store, settings, load_version(store, version_id), "web")
     assert result.state == "refused" and "审计记录" in result.message
     assert not (settings.site_dir / "articles" / "forged").exists()
 
@@ -120,9 +122,9 @@ def test_technician_deactivating_a_signer_stops_the_version_until_reactivated(se
     version_id = new_version(settings, store, "inactive", "title: 签字人停用\nauthor: 张三\nchannels: [web]")
     signers = sign_all_stages(store, settings, version_id)
     set_active(store, signers[-1], False)
-    assert "已停用" in deliver(store, settings, version_id, "web").message
+    assert "已停用" in deliver(store, settings, load_version(store, version_id), "web").message
     set_active(store, signers[-1], True)
-    assert deliver(store, settings, version_id, "web").state == "succeeded"
+    assert deliver(store, settings, load_version(store, version_id), "web").state == "succeeded"
 
 
 def test_reviewer_cannot_use_a_demo_account_outside_demo_mode(settings, store):
@@ -130,14 +132,14 @@ def test_reviewer_cannot_use_a_demo_account_outside_demo_mode(settings, store):
     version_id = new_version(settings, store, "demo", "title: 演示账号\nauthor: 张三\nchannels: [web]")
     enroll(store, settings, "demo-editor", "演示编辑", ["editor"], demo=True)
     code = pyotp.TOTP(_load_secrets(settings)["demo-editor"]["secret"]).now()
-    refused = apply_signoff(store, settings, version_id, settings.stages[0], "first-0",
+    refused = apply_signoff(store, settings, load_version(store, version_id), settings.stages[0], "first-0",
                             {"decision": "approve", "reviewer": "demo-editor", "code": code})
     assert refused.status == "refused" and "演示" in refused.message
     with pytest.raises(Exception, match="demo mode"):
         current_code(settings, "demo-editor")
     demo = settings.model_copy(update={"demo": True})
     assert current_code(demo, "demo-editor") == code
-    accepted = apply_signoff(store, demo, version_id, demo.stages[0], "first-1",
+    accepted = apply_signoff(store, demo, load_version(store, version_id), demo.stages[0], "first-1",
                              {"decision": "approve", "reviewer": "demo-editor", "code": code})
     assert accepted.status == "approved"
 
@@ -147,9 +149,9 @@ def test_reviewer_comment_cannot_draw_a_fake_signature_block_in_the_next_form(se
     version_id = new_version(settings, store, "inject", "title: '**已签字** 标题'\nauthor: 张三\nchannels: [web]")
     enroll(store, settings, "ed", "编辑", ["editor"])
     forged = "同意\n\n**已签字**：\n- final：chief 通过\n\n<b>终审已签发</b>"
-    apply_signoff(store, settings, version_id, settings.stages[0], "first-0",
+    apply_signoff(store, settings, load_version(store, version_id), settings.stages[0], "first-0",
                   {"decision": "approve", "reviewer": "ed", "code": code_for(settings, "ed"), "comment": forged})
-    text = form_description(store, settings, version_id, settings.stages[1])
+    text = form_description(store, settings, load_version(store, version_id), settings.stages[1])
     html = markdown.markdown(text)
     assert "<b>" not in html
     assert "final：chief" not in html.split("<blockquote>")[0]  # nowhere but inside the quote
@@ -166,17 +168,17 @@ def test_ui_login_holder_guessing_codes_locks_the_reviewer_with_a_message_saying
     enroll(store, settings, "target", "被猜的编辑", ["editor"])
     stage = settings.stages[0]
     for n in range(settings.signoff_max_failures):
-        result = apply_signoff(store, settings, version_id, stage, f"first-{n}",
+        result = apply_signoff(store, settings, load_version(store, version_id), stage, f"first-{n}",
                                {"decision": "approve", "reviewer": "target", "code": f"{n:06d}"})
         assert result.status == "refused"
     assert "锁定至" in result.message
-    right = apply_signoff(store, settings, version_id, stage, "first-locked",
+    right = apply_signoff(store, settings, load_version(store, version_id), stage, "first-locked",
                           {"decision": "approve", "reviewer": "target", "code": code_for(settings, "target")})
     assert right.status == "refused" and "已被锁定" in right.message and "后才能再签字" in right.message
     [locked] = [e for e in ledger_entries(store, "", "reviewer_locked") if e.details["reviewer"] == "target"]
     assert locked.details["failures"] == settings.signoff_max_failures
     set_active(store, "target", True)  # a technician lifts the lock
-    ok = apply_signoff(store, settings, version_id, stage, "first-unlocked",
+    ok = apply_signoff(store, settings, load_version(store, version_id), stage, "first-unlocked",
                        {"decision": "approve", "reviewer": "target", "code": code_for(settings, "target", 1)})
     assert ok.status == "approved"
 
@@ -193,11 +195,11 @@ def test_technician_rotating_a_secret_stops_the_old_codes_at_once(settings, stor
     rotated = cli(settings, "reviewers", "rotate", "lost-phone", "--no-qr")
     assert rotated.exit_code == 0 and "secret:" in rotated.output
     stage = settings.stages[0]
-    assert apply_signoff(store, settings, version_id, stage, "first-0",
+    assert apply_signoff(store, settings, load_version(store, version_id), stage, "first-0",
                          {"decision": "approve", "reviewer": "lost-phone", "code": old}).status == "refused"
     new_secret = rotated.output.split("secret:")[1].split()[0]
     assert new_secret == _load_secrets(settings)["lost-phone"]["secret"]
-    assert apply_signoff(store, settings, version_id, stage, "first-1",
+    assert apply_signoff(store, settings, load_version(store, version_id), stage, "first-1",
                          {"decision": "approve", "reviewer": "lost-phone",
                           "code": pyotp.TOTP(new_secret).now()}).status == "approved"
     assert cli(settings, "reviewers", "deactivate", "lost-phone").exit_code == 0
@@ -228,8 +230,9 @@ def test_desk_head_retraction_withdraws_media_and_previews_and_the_approved_vers
                         {"shared.png": shared})
     for version_id, prefix in ((first, "a"), (other, "b")):
         sign_all_stages(store, settings, version_id, prefix=prefix)
-        assert deliver(store, settings, version_id, "web").state == "succeeded"
-    token = prepare_preview(store, settings, first, build_release(store, first))
+        assert deliver(store, settings, load_version(store, version_id), "web").state == "succeeded"
+    shown = load_version(store, first)
+    token = prepare_preview(store, settings, shown, build_release(store, shown))
     later = new_version(settings, store, "gone-2", "id: gone\ntitle: 定时的新版本\nauthor: 张三\nchannels: [web]\n"
                         "publish_at: 2099-01-01T08:00")
     sign_all_stages(store, settings, later, prefix="c")  # approved, waiting for its embargo
@@ -254,22 +257,21 @@ def test_desk_head_retraction_withdraws_media_and_previews_and_the_approved_vers
         server.stop()
     with store.session() as s:
         assert s.get(Version, later).state == ItemState.retracted
-    assert deliver(store, settings, later, "web").state == "refused"  # its embargo day will find nothing to send
+    assert deliver(store, settings, load_version(store, later), "web").state == "refused"  # its embargo day will find nothing to send
     [done] = ledger_entries(store, "gone", "item_retracted")
     assert done.details["media_withdrawn"] == [f"media/{own_name}"] and done.details["previews_removed"] == 1
 
 
 def test_desk_head_retraction_that_died_after_its_first_step_is_completed_by_a_rerun(settings, store):
-    from rongmei.delivery.deliveries import withdraw_from_store
-    from rongmei.delivery.retraction import retract_item_everywhere
+    from rongmei.delivery.retraction import retract_item_everywhere, withdraw_from_store
 
     version_id = new_version(settings, store, "halfway", "title: 撤稿中断\nauthor: 张三\nchannels: [web]", "原文。")
     sign_all_stages(store, settings, version_id)
-    assert deliver(store, settings, version_id, "web").state == "succeeded"
+    assert deliver(store, settings, load_version(store, version_id), "web").state == "succeeded"
     withdraw_from_store(store, "halfway", "内容有误", "reviewer:desk")  # the process dies right after this commit
     page = settings.site_dir / "articles" / "halfway" / "index.html"
     assert "原文" in page.read_text(encoding="utf-8")  # still on the channel…
-    assert deliver(store, settings, version_id, "web").state == "refused"  # …but nothing can send it again
+    assert deliver(store, settings, load_version(store, version_id), "web").state == "refused"  # …but nothing can send it again
     first = retract_item_everywhere(store, settings, "halfway", "内容有误", "reviewer:desk")  # the re-run
     again = retract_item_everywhere(store, settings, "halfway", "内容有误", "reviewer:desk")
     assert [(r.channel, r.state, r.already_done) for r in first] == [("web", "succeeded", False)]
@@ -296,7 +298,7 @@ def test_retraction_settles_an_unconfirmed_wechat_submit_then_deletes_the_articl
                                  "公众号正文。")
         sign_all_stages(store, settings, version_id)
         standin.set_faults(quota={"freepublish/get": 0})  # submitted, but its outcome cannot be read today
-        result = deliver(store, settings, version_id, "wechat", registry=Registry({"wechat": QuickWeChat}))
+        result = deliver(store, settings, load_version(store, version_id), "wechat", registry=Registry({"wechat": QuickWeChat}))
         assert result.state == "unconfirmed"
         standin.set_faults(quota={"freepublish/get": 100})  # the next day
         results = retract_item_everywhere(store, settings, "wx", "撤稿测试", "reviewer:chief")
@@ -314,7 +316,7 @@ def test_retraction_settles_an_unconfirmed_wechat_submit_then_deletes_the_articl
 def test_technician_retracting_from_the_shell_needs_a_desk_heads_code(settings, store):
     version_id = new_version(settings, store, "shell", "title: 命令行撤稿\nauthor: 张三\nchannels: [web]")
     sign_all_stages(store, settings, version_id)
-    assert deliver(store, settings, version_id, "web").state == "succeeded"
+    assert deliver(store, settings, load_version(store, version_id), "web").state == "succeeded"
     enroll(store, settings, "junior", "编辑", ["editor"])
     enroll(store, settings, "head", "主任", ["desk_head"])
     missing = cli(settings, "retract", "shell", "--reason", "测试")
@@ -359,14 +361,14 @@ def versions_in_state(settings, store, state: str) -> tuple[str, int]:
         reviewer = unique("ed")
         enroll(store, settings, reviewer, "编辑", ["editor"])
         decision = "return" if state == "returned" else "reject"
-        assert apply_signoff(store, settings, version_id, stage, "first-0",
+        assert apply_signoff(store, settings, load_version(store, version_id), stage, "first-0",
                              {"decision": decision, "reviewer": reviewer, "code": code_for(settings, reviewer)}
                              ).status == state
     elif state == "superseded":
         new_version(settings, store, f"{item}-v2", f"id: {item}\n{front}", "第二稿。")
     elif state == "retracted":
         sign_all_stages(store, settings, version_id, prefix=item)
-        assert deliver(store, settings, version_id, "web").state == "succeeded"
+        assert deliver(store, settings, load_version(store, version_id), "web").state == "succeeded"
         retract_item_everywhere(store, settings, item, "测试撤稿", "reviewer:test")
     with store.session() as s:
         assert s.get(Version, version_id).state == state
@@ -405,7 +407,7 @@ def test_ui_login_holder_cannot_get_a_retracted_embargoed_item_out(stack):
     version_id = new_version(settings, store, item, "title: 定时稿\nauthor: 张三\nchannels: [web]\n"
                              "publish_at: 2099-01-01T08:00")
     sign_all_stages(store, settings, version_id, prefix=item)
-    start_publication(version_id, settings)  # what the final approval does: a scheduled run at publish_at
+    start_publication(load_version(store, version_id), settings)  # what the final approval does: a scheduled run at publish_at
     with get_client(sync_client=True) as client:
         [scheduled] = [r for r in client.read_flow_runs() if f"item:{item}" in (r.tags or [])]
         assert scheduled.state.is_scheduled()

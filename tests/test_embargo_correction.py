@@ -12,9 +12,10 @@ from conftest import write_drop
 from flows.ingest import ingest
 from review_helpers import await_final, code_for, review_run_id, sign
 from rongmei.core.model import SHANGHAI
-from rongmei.delivery.deliveries import embargoed_until
+from rongmei.delivery.plan import embargoed_until
 from rongmei.review.reviewers import enroll
 from rongmei.storage import ledger
+from rongmei.storage.snapshots import load_version
 from rongmei.storage.store import Delivery, LedgerEntry, Store
 
 pytestmark = pytest.mark.prefect
@@ -67,10 +68,10 @@ def test_embargo_rule_ignores_emergencies(store, settings):
     write_drop(settings.inbox, "held", f"title: 定时\nauthor: 张三\nchannels: [web]\npublish_at: {future.isoformat()}")
     from rongmei.intake.ingest import ingest_inbox
 
-    ids = {o.item_id: o.version_id for o in ingest_inbox(settings, store)}
-    assert embargoed_until(store, ids["emer"]) is None
-    assert embargoed_until(store, ids["held"]) == future
-    assert embargoed_until(store, ids["held"], now=future + timedelta(seconds=1)) is None
+    versions = {o.item_id: load_version(store, o.version_id) for o in ingest_inbox(settings, store)}
+    assert embargoed_until(versions["emer"]) is None
+    assert embargoed_until(versions["held"]) == future
+    assert embargoed_until(versions["held"], now=future + timedelta(seconds=1)) is None
 
 
 def test_correction_reaches_every_channel_that_had_the_item(people, prefect_stack):

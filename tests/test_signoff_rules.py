@@ -10,6 +10,7 @@ from rongmei.intake.ingest import ingest_inbox
 from rongmei.review.prepare import prepare_renditions
 from rongmei.review.reviewers import _load_secrets, enroll
 from rongmei.review.signoff import apply_signoff, stage_position
+from rongmei.storage.snapshots import load_version
 
 
 def code(settings, reviewer_id):
@@ -23,19 +24,23 @@ def test_changed_rendition_voids_earlier_approvals(settings, store):
     (outcome,) = ingest_inbox(settings, store)
     assert outcome.status == "ingested"
     enroll(store, settings, "ed", "编辑", ["editor"])
-    assert prepare_renditions(store, settings, outcome.version_id) is False  # first time: nothing to void
+
+    def version():  # read again after each rendering: what a sign-off covers may have changed
+        return load_version(store, outcome.version_id)
+
+    assert prepare_renditions(store, settings, version()) is False  # first time: nothing to void
     first = settings.stages[0]
-    result = apply_signoff(store, settings, outcome.version_id, first, "first-0",
+    result = apply_signoff(store, settings, version(), first, "first-0",
                            {"decision": "approve", "reviewer": "ed", "code": code(settings, "ed")})
     assert result.status == "approved"
-    assert stage_position(store, settings, outcome.version_id).name == "second"
+    assert stage_position(store, settings, version()).name == "second"
 
-    assert prepare_renditions(store, settings, outcome.version_id) is False  # same inputs: reused, still valid
-    assert stage_position(store, settings, outcome.version_id).name == "second"
+    assert prepare_renditions(store, settings, version()) is False  # same inputs: reused, still valid
+    assert stage_position(store, settings, version()).name == "second"
 
     settings.media.loudness_lufs = -20.0  # the loudspeaker audio comes out different
-    assert prepare_renditions(store, settings, outcome.version_id) is True
-    assert stage_position(store, settings, outcome.version_id).name == "first"  # 初审 must be signed again
+    assert prepare_renditions(store, settings, version()) is True
+    assert stage_position(store, settings, version()).name == "first"  # 初审 must be signed again
 
 
 def test_render_progress_shows_in_status(settings, store):
@@ -49,7 +54,7 @@ def test_render_progress_shows_in_status(settings, store):
     def watch(label, fraction):
         seen.append((format_table(collect(store, None, settings)), collect(store, "progress", settings)))
 
-    prepare_renditions(store, settings, outcome.version_id, watch)
+    prepare_renditions(store, settings, load_version(store, outcome.version_id), watch)
     assert seen, "rendering reported no progress"
     table, detail = seen[-1]
     assert "渲染中" in table and "rendering" in detail[0]["versions"][0]
@@ -64,7 +69,7 @@ def test_sample_video_and_audio_get_every_rendition_and_reviewers_see_them(setti
 
     from conftest import age_tree
     from rongmei.core.settings import ScreenGroup
-    from rongmei.delivery.deliveries import build_release
+    from rongmei.delivery.release import build_release
     from rongmei.review.prepare import prepare_preview
     from rongmei.review.signoff import form_description
 
@@ -86,12 +91,12 @@ def test_sample_video_and_audio_get_every_rendition_and_reviewers_see_them(setti
     }
     for item_id, keys in expected.items():
         version_id = outcomes[item_id].version_id
-        prepare_renditions(store, settings, version_id)
-        token = prepare_preview(store, settings, version_id, build_release(store, version_id))
-        with store.session() as s:
-            renditions = store.version(s, version_id).renditions
+        prepare_renditions(store, settings, load_version(store, version_id))
+        rendered = load_version(store, version_id)
+        token = prepare_preview(store, settings, rendered, build_release(store, rendered))
+        renditions = rendered.renditions
         assert keys <= set(renditions), (item_id, sorted(renditions))
-        description = form_description(store, settings, version_id, settings.stages[0])
+        description = form_description(store, settings, load_version(store, version_id), settings.stages[0])
         assert f"/preview/{token}/" in description
         for key in keys & {"cover_900x383", "screen_card", "thumbnail", "share_image"}:
             assert f"/preview/{token}/renditions/{key}." in description
@@ -114,7 +119,8 @@ def test_code_is_checked_at_submission_time_not_when_the_worker_gets_to_it(setti
     totp = pyotp.TOTP(_load_secrets(settings)["ed"]["secret"])
     form = {"decision": "approve", "reviewer": "ed", "code": totp.at(submitted)}
     stage = settings.stages[0]
-    stale = apply_signoff(store, settings, outcome.version_id, stage, "first-0", form)
+    version = load_version(store, outcome.version_id)
+    stale = apply_signoff(store, settings, version, stage, "first-0", form)
     assert stale.status == "refused"  # checked against "now", the code has long expired
-    on_time = apply_signoff(store, settings, outcome.version_id, stage, "first-1", form, at=submitted)
+    on_time = apply_signoff(store, settings, version, stage, "first-1", form, at=submitted)
     assert on_time.status == "approved"

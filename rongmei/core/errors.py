@@ -4,6 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
+__all__ = [
+    "ConfigError",
+    "DeliveryRefused",
+    "DropError",
+    "LedgerTampered",
+    "PublishError",
+    "RongmeiError",
+    "SignOffRefused",
+    "StoreError",
+    "TransitionRefused",
+]
+
 
 class RongmeiError(Exception):
     """Base class of every error rongmei raises on purpose."""
@@ -21,6 +33,10 @@ class StoreError(RongmeiError):
     """Raised when the store refuses an operation (unknown item, wrong state)."""
 
 
+class TransitionRefused(StoreError):
+    """Raised when a state change is not one the workflow allows (rongmei.core.states); nothing was written."""
+
+
 class LedgerTampered(RongmeiError):
     """Raised when the ledger's hash chain does not verify."""
 
@@ -33,6 +49,10 @@ class PublishError(RongmeiError):
     """Raised by a publisher. `retryable` says whether trying again can help; `state` overrides the delivery
     state it leaves (e.g. "unconfirmed" when an irreversible call may have happened) and `details` are kept on
     the delivery record for the next attempt (e.g. the draft's media_id)."""
+
+    retryable: bool
+    state: str | None
+    details: dict[str, Any]
 
     def __init__(self, message: str, *, retryable: bool = False, state: str | None = None,
                  details: dict[str, Any] | None = None) -> None:

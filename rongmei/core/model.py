@@ -19,7 +19,6 @@ __all__ = [
     "SHANGHAI",
     "CheckResult",
     "ItemMeta",
-    "ItemState",
     "Kind",
     "Language",
     "Priority",
@@ -53,16 +52,6 @@ class Language(StrEnum):
 class Severity(StrEnum):
     blocking = "blocking"
     warning = "warning"
-
-
-class ItemState(StrEnum):
-    in_review = "in_review"
-    returned = "returned"
-    rejected = "rejected"
-    approved = "approved"
-    published = "published"
-    retracted = "retracted"
-    superseded = "superseded"
 
 
 def as_local_time(value: Any) -> datetime | None:

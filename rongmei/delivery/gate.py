@@ -27,8 +27,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from rongmei.core.model import ItemState
 from rongmei.core.settings import Settings
+from rongmei.core.states import LIVE_STATES, ItemState
 from rongmei.storage import ledger
 from rongmei.storage.tables import Item, LedgerEntry, Reviewer, SignOff, Version
 
@@ -80,13 +80,13 @@ def refusal_reason(session: Session, settings: Settings, version: Version) -> st
     """Why this version must not go out now, in Chinese for the ledger and the editors; None if it may."""
     label = f"{version.item_id} 第 {version.number} 版"
     item = session.get(Item, version.item_id)
-    if version.state not in (ItemState.approved, ItemState.published):
+    if version.state not in LIVE_STATES:
         return f"{label}{STATE_REASONS.get(version.state, f'状态为 {version.state}')}，不能发布"
     if item is None or item.state == ItemState.retracted:
         return f"{label}所属稿件已撤稿，不能再发布"
     newer = session.scalars(
         select(Version.number).where(Version.item_id == version.item_id, Version.number > version.number,
-                                     Version.state.in_((ItemState.approved, ItemState.published)))
+                                     Version.state.in_(LIVE_STATES))
     ).first()
     if newer is not None:
         return f"{label}已被第 {newer} 版取代（第 {newer} 版已签发），不能再发布旧版本"

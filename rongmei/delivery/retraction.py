@@ -21,19 +21,26 @@ from sqlalchemy import select
 
 from publishers import registry_for
 from rongmei.core.errors import SignOffRefused, StoreError
-from rongmei.core.model import ItemState
 from rongmei.core.settings import Settings
-from rongmei.delivery.deliveries import (
-    DeliveryResult,
-    deliver,
-    mark_retracted,
-    retract_channels,
-    withdraw_from_store,
-)
+from rongmei.core.states import LIVE_STATES, ItemState
+from rongmei.delivery.deliveries import DeliveryResult, deliver, record_not_possible
+from rongmei.delivery.plan import retract_plan
 from rongmei.review.reviewers import verify_code
 from rongmei.storage import ledger
-from rongmei.storage.store import Reviewer, Store, Version
+from rongmei.storage.snapshots import VersionSnapshot, load_version
+from rongmei.storage.store import Item, Reviewer, Store, Version
+from rongmei.storage.transitions import LedgerNote, transition
 from rongmei.targets.selection import target_from_settings
+
+__all__ = [
+    "RETRACT_ROLES",
+    "authorise_retraction",
+    "mark_retracted",
+    "remove_previews",
+    "retract_item_everywhere",
+    "withdraw_from_store",
+    "withdraw_media",
+]
 
 log = logging.getLogger(__name__)
 RETRACT_ROLES = ("desk_head", "chief_editor")
@@ -80,16 +87,51 @@ def retract_item_everywhere(store: Store, settings: Settings, item_id: str, reas
             log.warning("could not cancel the Prefect runs of %s: %s", item_id, exc)
             cancelled = [f"error: {exc}"]
     registry = registry_for(settings)
-    results = [
-        deliver(store, settings, version_id, channel, "retract", reason=reason, actor=actor, registry=registry)
-        for channel, version_id in retract_channels(store, item_id)
-    ]
+    results = []
+    snapshots: dict[int, VersionSnapshot] = {}  # channels that hold the same version share one read of it
+    for step in retract_plan(store, settings, item_id, registry):
+        if step.version_id not in snapshots:
+            snapshots[step.version_id] = load_version(store, step.version_id)
+        version = snapshots[step.version_id]
+        if step.possible:
+            results.append(deliver(store, settings, version, step.channel, "retract", reason=reason, actor=actor,
+                                   registry=registry))
+        else:
+            why = f"渠道 {step.channel} 不支持撤回已发布的内容，未能撤回：请到该渠道手动删除"
+            results.append(record_not_possible(store, version, step.channel, "retract", why, actor=actor))
     withdrawn = withdraw_media(store, settings, item_id)
     previews = remove_previews(store, settings, item_id)
     mark_retracted(store, item_id, reason, actor, results,
                    extra={"versions": versions, "cancelled_runs": cancelled, "media_withdrawn": withdrawn,
                           "previews_removed": previews})
     return results
+
+
+def withdraw_from_store(store: Store, item_id: str, reason: str, actor: str, *, via: str = "") -> list[int]:
+    """Retract the item in the store before any channel is called: the item and every version that is out,
+    approved (perhaps waiting for its embargo) or in review become retracted, so from this commit on the
+    delivery gate refuses them, whoever asks. Returns the retracted version numbers."""
+    with store.session() as session:
+        item = session.get(Item, item_id)
+        if item is None:
+            raise StoreError(f"没有编号为 {item_id} 的稿件；用 `rongmei status` 查看全部稿件")
+        versions = list(session.scalars(select(Version).where(
+            Version.item_id == item_id, Version.state.in_((*LIVE_STATES, ItemState.in_review)))))
+        numbers = sorted(version.number for version in versions)
+        transition(session, [*((version, ItemState.retracted) for version in versions), (item, ItemState.retracted)],
+                   LedgerNote("retract_requested", actor=actor, item_id=item_id, version=item.current_version,
+                              details={"reason": reason, "versions": numbers, **({"via": via} if via else {})}))
+    return numbers
+
+
+def mark_retracted(store: Store, item_id: str, reason: str, actor: str, results: list[DeliveryResult],
+                   extra: dict[str, Any] | None = None) -> None:
+    """The last step of a retraction: the item is retracted everywhere, and the ledger says what each channel did."""
+    with store.session() as session:
+        item = session.get(Item, item_id)
+        transition(session, [(item, ItemState.retracted)], LedgerNote(
+            "item_retracted", actor=actor, item_id=item_id, version=item.current_version,
+            details={"reason": reason, "channels": {r.channel: r.state for r in results}, **(extra or {})}))
 
 
 def _shas(version: Version) -> set[str]:
@@ -108,7 +150,7 @@ def withdraw_media(store: Store, settings: Settings, item_id: str) -> list[str]:
         # Approved counts as live too: it may be out already (a publish run that died before settling the
         # state) or go out at its embargo, when its channels copy the file again if it is gone.
         for version in session.scalars(select(Version).where(
-                Version.item_id != item_id, Version.state.in_((ItemState.published, ItemState.approved)))):
+                Version.item_id != item_id, Version.state.in_(LIVE_STATES))):
             still_live |= _shas(version)
     target = target_from_settings(settings)
     withdrawn = []

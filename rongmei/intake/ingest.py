@@ -29,14 +29,19 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
 from rongmei.core.files import name_max, unique_path
-from rongmei.core.model import SHANGHAI, CheckResult, ItemState, Severity
+from rongmei.core.model import SHANGHAI, CheckResult, Severity
 from rongmei.core.settings import Settings
+from rongmei.core.states import ItemState
 from rongmei.intake.bundles import Bundle, read_bundle
 from rongmei.intake.checks import run_checks
 from rongmei.intake.drops import Drop, Limits, drop_state, find_drops, is_settled
 from rongmei.intake.names import escape_name, safe_name
 from rongmei.storage import ledger
 from rongmei.storage.store import Item, LedgerEntry, Store, Version
+from rongmei.storage.transitions import LedgerNote, transition
+
+__all__ = ["STUCK", "Outcome", "content_hash", "ingest_drop", "ingest_inbox", "record_version", "rejected_report",
+           "settled_drops", "write_report"]
 
 log = logging.getLogger(__name__)
 SYSTEM = "system:ingest"
@@ -164,7 +169,7 @@ def record_version(bundle: Bundle, checks: list[CheckResult], store: Store) -> O
             outcome = Outcome(bundle.drop.name, "unchanged", meta.id, latest.number, latest.id)
         else:
             if item is None:
-                item = Item(id=meta.id, drop_name=bundle.drop.name)
+                item = Item(id=meta.id, drop_name=bundle.drop.name, state=ItemState.in_review)
                 session.add(item)
             number = (latest.number + 1) if latest else 1
             version = Version(
@@ -178,25 +183,27 @@ def record_version(bundle: Bundle, checks: list[CheckResult], store: Store) -> O
                 checks=[c.model_dump(mode="json") for c in checks],
                 state=ItemState.in_review,
             )
-            for older in session.scalars(
+            older = session.scalars(
                 select(Version).where(
                     Version.item_id == meta.id, Version.state == ItemState.in_review, Version.number != number
                 )
-            ):
-                older.state = ItemState.superseded  # approvals of older versions no longer count
+            ).all()
             session.add(version)
             item.current_version = number
-            item.state = ItemState.in_review
             item.drop_name = bundle.drop.name
             session.flush()
-            ledger.record(
+            transition(
                 session,
-                "ingested",
-                actor=SYSTEM,
-                item_id=meta.id,
-                version=number,
-                content_hash=digest,
-                details={"drop": bundle.drop.name, "title": meta.title, "files": len(files)},
+                # approvals of older versions no longer count; the item is back in review, whatever it was
+                [*((v, ItemState.superseded) for v in older), (item, ItemState.in_review)],
+                LedgerNote(
+                    "ingested",
+                    actor=SYSTEM,
+                    item_id=meta.id,
+                    version=number,
+                    content_hash=digest,
+                    details={"drop": bundle.drop.name, "title": meta.title, "files": len(files)},
+                ),
             )
             ledger.record(
                 session,

@@ -20,9 +20,10 @@ from pathlib import Path
 from publishers import channels_of, registry_for
 from publishers.base import Release
 from rongmei.core.files import extension_for
-from rongmei.core.model import ItemMeta, ItemState
 from rongmei.core.settings import Settings
+from rongmei.core.states import ItemState
 from rongmei.storage import ledger
+from rongmei.storage.snapshots import VersionSnapshot
 from rongmei.storage.store import Store
 
 __all__ = ["prepare_preview", "prepare_renditions", "progress_path", "read_progress", "render_channel_previews"]
@@ -58,17 +59,15 @@ def _recording(settings: Settings, version_id: int,
     return progress
 
 
-def prepare_renditions(store: Store, settings: Settings, version_id: int,
+def prepare_renditions(store: Store, settings: Settings, snapshot: VersionSnapshot,
                        progress: Callable[[str, float], None] | None = None) -> bool:
-    """Produce the renditions; returns True when they changed (which voids earlier approvals)."""
+    """Produce the renditions; returns True when they changed (which voids earlier approvals). The snapshot no
+    longer shows them: load the version again to read them."""
     from rongmei.renditions import manifest_hash, produce_renditions
 
-    with store.session() as session:
-        version = store.version(session, version_id)
-        if version.state != ItemState.in_review:
-            return False
-        meta = ItemMeta.model_validate(version.meta)
-        body, files = version.body, dict(version.files)
+    if snapshot.state != ItemState.in_review:
+        return False
+    version_id, meta, body, files = snapshot.id, snapshot.meta, snapshot.body, dict(snapshot.files)
     work_dir = settings.data_dir / "work" / f"v{version_id}"
     work_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -95,14 +94,14 @@ def prepare_renditions(store: Store, settings: Settings, version_id: int,
         return had
 
 
-def prepare_preview(store: Store, settings: Settings, version_id: int, release: Release) -> str:
+def prepare_preview(store: Store, settings: Settings, snapshot: VersionSnapshot, release: Release) -> str:
     """Render the reviewer's preview of `release` (the version as it would go out) under an unguessable token;
     returns the token."""
     with store.session() as session:
-        version = store.version(session, version_id)
+        version = store.version(session, snapshot.id)  # the token as stored now: another run may have made it
         token = version.preview_token or secrets.token_urlsafe(18)
         version.preview_token = token
-        renditions = dict(version.renditions)
+    renditions = snapshot.renditions
     render_channel_previews(release, settings, token)
     folder = settings.data_dir / "preview" / token / "renditions"
     folder.mkdir(parents=True, exist_ok=True)

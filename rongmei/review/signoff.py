@@ -19,11 +19,26 @@ from sqlalchemy import func, select
 from rongmei.core.errors import SignOffRefused
 from rongmei.core.files import extension_for, unique_path
 from rongmei.core.labels import DECISION_ZH, ROLE_ZH
-from rongmei.core.model import SHANGHAI, ItemState
+from rongmei.core.model import SHANGHAI
 from rongmei.core.settings import ReviewStage, Settings
+from rongmei.core.states import ItemState
 from rongmei.review.reviewers import verify_code
 from rongmei.storage import ledger
+from rongmei.storage.snapshots import VersionSnapshot
 from rongmei.storage.store import Item, ReviewAttempt, Reviewer, SignOff, Store, Version
+from rongmei.storage.transitions import LedgerNote, transition
+
+__all__ = [
+    "StageResult",
+    "apply_signoff",
+    "attempts_so_far",
+    "form_description",
+    "plain",
+    "quoted",
+    "role_label",
+    "stage_position",
+    "write_returned",
+]
 
 
 @dataclass(frozen=True)
@@ -32,14 +47,13 @@ class StageResult:
     message: str
 
 
-def stage_position(store: Store, settings: Settings, version_id: int) -> ReviewStage | None:
+def stage_position(store: Store, settings: Settings, version: VersionSnapshot) -> ReviewStage | None:
     """The first stage this version still needs, or None when every stage approved it."""
     with store.session() as session:
-        version = store.version(session, version_id)
         approved = set(
             session.scalars(
                 select(SignOff.stage).where(
-                    SignOff.version_id == version_id,
+                    SignOff.version_id == version.id,
                     SignOff.decision == "approve",
                     SignOff.signed_hash == version.signed_hash,  # approvals cover exactly what goes out
                 )
@@ -59,10 +73,13 @@ def attempts_so_far(store: Store, version_id: int, stage: str) -> int:
 
 
 def apply_signoff(
-    store: Store, settings: Settings, version_id: int, stage: ReviewStage, pause_key: str, form: dict[str, Any],
-    *, at: float | None = None,
+    store: Store, settings: Settings, snapshot: VersionSnapshot, stage: ReviewStage, pause_key: str,
+    form: dict[str, Any], *, at: float | None = None,
 ) -> StageResult:
-    """Apply one answer to a stage's form. Applying the same `pause_key` twice returns the first result."""
+    """Apply one answer to a stage's form. Applying the same `pause_key` twice returns the first result.
+
+    The version's state is read again in the transaction (the snapshot may be older than another answer)."""
+    version_id = snapshot.id
     reviewer_id = str(form.get("reviewer", "")).strip()
     decision = str(form.get("decision", "")).strip()
     comment = str(form.get("comment", "") or "").strip()
@@ -101,22 +118,21 @@ def apply_signoff(
         final = stage.name == settings.stages[-1].name
         if decision == "approve":
             action = "approved" if final else "signed"
-            if final:
-                version.state = ItemState.approved
-                item.state = ItemState.approved
+            outcome = ItemState.approved if final else None  # an earlier stage's approval changes no state
         else:
             action = "returned" if decision == "return" else "rejected"
-            version.state = ItemState.returned if decision == "return" else ItemState.rejected
-            item.state = version.state
-        ledger.record(
-            session, action, actor=f"reviewer:{reviewer_id}", item_id=version.item_id, version=version.number,
-            content_hash=version.signed_hash,
-            details={"stage": stage.name, "label": stage.label, "decision": decision, "comment": comment,
-                     "renditions_hash": version.renditions_hash, "submitted_at": at},
+            outcome = ItemState.returned if decision == "return" else ItemState.rejected
+        transition(
+            session, [(version, outcome), (item, outcome)] if outcome else [],
+            LedgerNote(action, actor=f"reviewer:{reviewer_id}", item_id=version.item_id, version=version.number,
+                       content_hash=version.signed_hash,
+                       details={"stage": stage.name, "label": stage.label, "decision": decision,
+                                "comment": comment, "renditions_hash": version.renditions_hash,
+                                "submitted_at": at}),
         )
         message = f"{stage.label}：{reviewer_id} {DECISION_ZH[decision]}" + (f"（{comment}）" if comment else "")
     if decision == "return":
-        write_returned(store, settings, version_id, stage, reviewer_id, comment)
+        write_returned(store, settings, snapshot, stage, reviewer_id, comment)
     return StageResult(status, message)
 
 
@@ -148,21 +164,20 @@ def _admit(
 
 
 def write_returned(
-    store: Store, settings: Settings, version_id: int, stage: ReviewStage, reviewer_id: str, comment: str
+    store: Store, settings: Settings, version: VersionSnapshot, stage: ReviewStage, reviewer_id: str, comment: str
 ) -> Path:
     """Copy the archived original to content/returned/<name>/ with a REVIEW.md in Chinese."""
     with store.session() as session:
-        version = store.version(session, version_id)
         reviewer = session.get(Reviewer, reviewer_id)
-        source = Path(version.archived_to) if version.archived_to else None
-        name, number, title = version.drop_name, version.number, version.meta.get("title", "")
+        who = f"{reviewer.name}（{reviewer_id}）" if reviewer else reviewer_id
+    source = Path(version.archived_to) if version.archived_to else None
+    name, number, title = version.drop_name, version.number, version.meta.title
     destination = unique_path(settings.returned / name)
     if source is not None and source.exists():
         shutil.copytree(source, destination, symlinks=True)
     else:
         destination.mkdir(parents=True)
     stamp = datetime.now(SHANGHAI).strftime("%Y-%m-%d %H:%M")
-    who = f"{reviewer.name}（{reviewer_id}）" if reviewer else reviewer_id
     (destination / "REVIEW.md").write_text(
         "\n".join(
             [
@@ -209,20 +224,19 @@ def quoted(text: Any, limit: int = 2000) -> str:
 IMAGE_RENDITIONS = ("cover_900x383", "cover_1x1", "share_image", "screen_card", "screen_card_mn", "thumbnail")
 
 
-def form_description(store: Store, settings: Settings, version_id: int, stage: ReviewStage) -> str:
+def form_description(store: Store, settings: Settings, version: VersionSnapshot, stage: ReviewStage) -> str:
     """What the reviewer reads above the sign-off form: the item, its checks, previews and earlier sign-offs."""
     with store.session() as session:
-        version = store.version(session, version_id)
         signoffs = session.scalars(
-            select(SignOff).where(SignOff.version_id == version_id, SignOff.signed_hash == version.signed_hash)
+            select(SignOff).where(SignOff.version_id == version.id, SignOff.signed_hash == version.signed_hash)
             .order_by(SignOff.id)
         ).all()
         refused = session.scalar(
-            select(func.count()).where(ReviewAttempt.version_id == version_id, ReviewAttempt.stage == stage.name,
+            select(func.count()).where(ReviewAttempt.version_id == version.id, ReviewAttempt.stage == stage.name,
                                        ReviewAttempt.status == "refused")
         )
-        meta, checks, renditions = version.meta, version.checks, version.renditions
-        token, number, signed = version.preview_token, version.number, version.signed_hash
+    meta, checks, renditions = version.meta.to_json(), version.checks, version.renditions
+    token, number, signed = version.preview_token, version.number, version.signed_hash
     base = settings.public_url.rstrip("/")
     channels = "、".join(plain(c) for c in meta.get("channels") or []) or "按类型默认"
     lines = [

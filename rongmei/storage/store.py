@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -65,11 +66,13 @@ __all__ = [
     "Version",
     "add_missing_columns",
     "make_engine",
+    "store_for",
     "utcnow",
 ]
 
 CHUNK = 1024 * 1024
 
+CHUNK = 1024 * 1024
 
 
 def _sqlite_pragmas(synchronous: str) -> Any:
@@ -274,3 +277,20 @@ class Store:
         if version is None:
             raise StoreError(f"no version with id {version_id}; see `rongmei status` for what exists")
         return version
+
+
+_STORES: dict[tuple[Any, ...], Store] = {}
+_STORES_LOCK = threading.Lock()
+
+
+def store_for(settings: Any, *, durable: bool = True) -> Store:
+    """The one store of this process for these settings. A flow run and its tasks (threads of one process) share
+    it, so the schema is checked and the ledger key opened once per run instead of once per task; a process
+    worker starts every flow run in a process of its own, so each run still opens the store afresh."""
+    key = (settings.db_url, str(settings.blob_dir), str(settings.secrets_dir), str(settings.data_dir),
+           settings.s3_bucket, settings.s3_endpoint_url, durable)
+    with _STORES_LOCK:
+        store = _STORES.get(key)
+        if store is None:
+            store = _STORES[key] = Store.from_settings(settings, durable=durable)
+    return store

@@ -33,8 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from publishers.base import Playable
 from rongmei.core.settings import Settings
-from rongmei.distribution.terminals import hash_token, replace_grants
-from rongmei.storage.store import Play, Store, Terminal
+from rongmei.delivery.grants import replace_grants
+from rongmei.distribution.terminals import hash_token
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Play, Terminal
 from rongmei.targets.directory import DirectoryTarget
 
 GROUPS = 20

@@ -35,7 +35,8 @@ from rongmei.review.prepare import prepare_preview, prepare_renditions
 from rongmei.review.signoff import apply_signoff, attempts_so_far, form_description, stage_position
 from rongmei.storage import ledger
 from rongmei.storage.snapshots import VersionSnapshot, load_version
-from rongmei.storage.store import Version, store_for
+from rongmei.storage.store import store_for
+from rongmei.storage.tables import Version
 
 __all__ = [
     "PUBLISH_DEPLOYMENT",

@@ -20,7 +20,10 @@ from publishers.base import Publisher
 from rongmei.core.model import ItemMeta
 from rongmei.core.settings import Settings
 
-__all__ = ["GROUP", "Registry", "channels_of", "default_channels", "load_publishers", "registry_for"]
+__all__ = [
+    "GROUP", "Registry", "base", "channel_state", "channels_of", "default_channels", "load_publishers",
+    "loudspeakers", "prechecks", "reach", "registry_for", "screens", "web", "wechat"
+]
 
 log = logging.getLogger(__name__)
 GROUP = "rongmei.publishers"

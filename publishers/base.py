@@ -29,17 +29,8 @@ if TYPE_CHECKING:
     import typer
 
 __all__ = [
-    "RECEIPT_STATES",
-    "Capabilities",
-    "Condition",
-    "Correction",
-    "NoConfig",
-    "Playable",
-    "PublishError",
-    "Publisher",
-    "Receipt",
-    "Release",
-    "RenditionNeed",
+    "RECEIPT_STATES", "Capabilities", "Condition", "Correction", "LocalService", "NoConfig", "NoSlots",
+    "Playable", "Publisher", "Receipt", "Release", "RenditionNeed", "SlotUnavailable", "Slots"
 ]
 
 # The delivery states a channel may answer with (Receipt.state); the delivery layer adds the others.

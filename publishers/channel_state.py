@@ -27,18 +27,8 @@ from rongmei.targets.base import Target
 from rongmei.targets.selection import target_from_settings
 
 __all__ = [
-    "AggregatePublisher",
-    "ChannelState",
-    "Clock",
-    "iso",
-    "local_zone",
-    "media_key",
-    "parse_time",
-    "public_url",
-    "upload_rendition",
-    "utc_now",
-    "window_end",
-    "write_manifest",
+    "VOLATILE_FIELDS", "AggregatePublisher", "ChannelState", "Clock", "iso", "local_zone", "media_key",
+    "parse_time", "public_url", "upload_rendition", "utc_now", "window_end", "write_manifest"
 ]
 
 Clock = Callable[[], datetime]

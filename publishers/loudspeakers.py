@@ -45,13 +45,8 @@ from rongmei.core.zones import leaf_zones, resolve_zones, unknown_zones, zone_na
 from rongmei.targets.base import Target
 
 __all__ = [
-    "LoudspeakerPublisher",
-    "build_playlist",
-    "numeric_priority",
-    "playables_of",
-    "playlist_keys",
-    "render_m3u8",
-    "render_podcast",
+    "CANCEL_VISIBLE", "EMERGENCY_LEVELS", "PRIORITY_NUMBERS", "RENDITION", "LoudspeakerPublisher",
+    "build_playlist", "numeric_priority", "playables_of", "playlist_keys", "render_m3u8", "render_podcast"
 ]
 
 log = logging.getLogger(__name__)

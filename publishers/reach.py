@@ -18,15 +18,8 @@ from typing import Any, NamedTuple
 from rongmei.core.settings import Settings
 
 __all__ = [
-    "UNGROUPED",
-    "ChannelDelivery",
-    "ChannelReach",
-    "PageView",
-    "PlayCount",
-    "ReachColumn",
-    "ReachWindow",
-    "count_plays",
-    "page_reach",
+    "UNGROUPED", "ChannelDelivery", "ChannelReach", "PageView", "PlayCount", "ReachColumn", "ReachWindow",
+    "count_plays", "page_reach"
 ]
 
 UNGROUPED = "（未分组）"  # the display-group rollup of plays whose terminal's group has no name

@@ -39,7 +39,10 @@ from rongmei.core.settings import Settings
 from rongmei.core.zones import resolve_groups, unknown_groups
 from rongmei.targets.base import Target
 
-__all__ = ["PLAYER_ASSET", "ScreenPublisher", "build_manifest", "manifest_key", "playables_of", "player_key"]
+__all__ = [
+    "ALL_DAYS", "CARD_SECONDS", "LIMITS", "PLAYER_ASSET", "SCREEN_RENDITIONS", "ScreenPublisher",
+    "build_manifest", "manifest_key", "playables_of", "player_key"
+]
 
 log = logging.getLogger(__name__)
 

@@ -72,7 +72,7 @@ def sign_all_stages(store, settings: Settings, version_id: int, prefix: str = ""
     from rongmei.review.reviewers import enroll
     from rongmei.review.signoff import apply_signoff
     from rongmei.storage.snapshots import load_version
-    from rongmei.storage.store import Reviewer
+    from rongmei.storage.tables import Reviewer
 
     version = load_version(store, version_id)  # each sign-off checks the version's current state itself
     signers = []

@@ -15,10 +15,10 @@ from review_helpers import sign_all_stages
 from rongmei.delivery.deliveries import deliver
 from rongmei.delivery.plan import correction_action, delivery_plan, retract_plan
 from rongmei.delivery.retraction import retract_item_everywhere
-from rongmei.intake.bundles import find_drops
+from rongmei.intake.drops import find_drops
 from rongmei.intake.ingest import ingest_drop
 from rongmei.storage.snapshots import load_version
-from rongmei.storage.store import Delivery, LedgerEntry
+from rongmei.storage.tables import Delivery, LedgerEntry
 
 
 class Recording(Publisher):

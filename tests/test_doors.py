@@ -32,7 +32,8 @@ from rongmei.intake.ingest import ingest_drop
 from rongmei.review.reviewers import _load_secrets, current_code, enroll, set_active
 from rongmei.review.signoff import apply_signoff, form_description
 from rongmei.storage.snapshots import load_version
-from rongmei.storage.store import Delivery, Item, LedgerEntry, Reviewer, SignOff, Store, Version
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Delivery, Item, LedgerEntry, Reviewer, SignOff, Version
 
 IS_ROOT = os.geteuid() == 0
 

@@ -26,7 +26,8 @@ from rongmei.intake.drops import find_drops
 from rongmei.intake.ingest import STUCK, ingest_inbox
 from rongmei.intake.names import unsafe_name
 from rongmei.intake.safe_open import UnsafeFile
-from rongmei.storage.store import LedgerEntry, Store, Version
+from rongmei.storage.store import Store
+from rongmei.storage.tables import LedgerEntry, Version
 
 GOOD = "title: 好稿\nauthor: 李四\nchannels: [web]"
 

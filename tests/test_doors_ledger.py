@@ -32,7 +32,8 @@ from rongmei.cli.commands import app
 from rongmei.core.errors import LedgerTampered, StoreError
 from rongmei.core.settings import Settings
 from rongmei.storage import ledger, ledger_chain
-from rongmei.storage.store import Base, LedgerEntry, Store
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Base, LedgerEntry
 
 FIELDS = ("at", "actor", "action", "item_id", "version", "content_hash", "details", "prev_hash", "hash")
 

@@ -38,10 +38,12 @@ from publishers.base import Playable, Publisher, Receipt, Release
 from publishers.loudspeakers import LoudspeakerPublisher
 from publishers.screens import ScreenPublisher
 from rongmei.core.settings import Settings
+from rongmei.delivery.grants import end_grants, replace_grants
 from rongmei.distribution.plays import MAX_BATCH_BYTES
-from rongmei.distribution.terminals import end_grants, enroll_terminal, replace_grants
+from rongmei.distribution.terminals import enroll_terminal
 from rongmei.reach.sources import play_counts
-from rongmei.storage.store import Play, RefusedPlay, Store
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Play, RefusedPlay
 from rongmei.targets.base import CACHE_MEDIA, WITHDRAWN_DIR
 from rongmei.targets.directory import DirectoryTarget
 

@@ -16,7 +16,8 @@ from rongmei.delivery.plan import embargoed_until
 from rongmei.review.reviewers import enroll
 from rongmei.storage import ledger
 from rongmei.storage.snapshots import load_version
-from rongmei.storage.store import Delivery, LedgerEntry, Store
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Delivery, LedgerEntry
 
 pytestmark = pytest.mark.prefect
 

@@ -23,8 +23,8 @@ from rongmei.intake.feeds.health import feed_health
 from rongmei.intake.feeds.html2md import html_to_markdown, plain_text
 from rongmei.intake.feeds.pull import configured_sources, pull_all, pull_source
 from rongmei.storage.ledger import verify
-from rongmei.storage.store import LedgerEntry, Store
-from rongmei.storage.tables import FeedEntry
+from rongmei.storage.store import Store
+from rongmei.storage.tables import FeedEntry, LedgerEntry
 
 FIXTURES = Path(__file__).parent / "fixtures" / "feeds"
 
@@ -324,7 +324,7 @@ def test_unwritable_inbox_is_a_recorded_failure(server: FeedServer, tmp_path: Pa
 def test_tables_are_created_for_an_older_database(tmp_path: Path) -> None:
     from sqlalchemy import inspect
 
-    from rongmei.storage.store import Base
+    from rongmei.storage.tables import Base
 
     older = Store(f"sqlite:///{tmp_path / 'old.db'}", tmp_path / "blobs")
     Base.metadata.create_all(older.engine, tables=[t for t in Base.metadata.sorted_tables if not t.name.startswith("feed_")])

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from conftest import age_tree, write_drop
 from rongmei.intake.ingest import ingest_inbox
 from rongmei.storage import ledger
-from rongmei.storage.store import Version
+from rongmei.storage.tables import Version
 
 
 def all_files(root: Path) -> set[str]:

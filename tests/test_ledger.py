@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from rongmei.cli.commands import app
 from rongmei.storage import ledger
-from rongmei.storage.store import LedgerEntry
+from rongmei.storage.tables import LedgerEntry
 
 
 def fill(store, n=5):

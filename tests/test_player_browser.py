@@ -23,7 +23,8 @@ from conftest import ARTIFACTS
 from publishers.base import Receipt
 from publishers.screens import ScreenPublisher
 from rongmei.core.settings import Settings
-from rongmei.distribution.terminals import enroll_terminal, replace_grants
+from rongmei.delivery.grants import replace_grants
+from rongmei.distribution.terminals import enroll_terminal
 from rongmei.storage.store import Store
 
 pytestmark = pytest.mark.browser

@@ -17,10 +17,12 @@ from sqlalchemy import func, select
 from publishers.base import Playable
 from rongmei.core.errors import StoreError
 from rongmei.core.settings import Settings
+from rongmei.delivery.grants import replace_grants
 from rongmei.distribution.plays import MAX_PLAYS, PlayOutcome, parse_batch, record_plays
 from rongmei.distribution.server import RunningServer, serve_in_thread
-from rongmei.distribution.terminals import authenticate, enroll_terminal, hash_token, replace_grants
-from rongmei.storage.store import Play, Store, Terminal
+from rongmei.distribution.terminals import authenticate, enroll_terminal, hash_token
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Play, Terminal
 
 SHA = hashlib.sha256(b"audio").hexdigest()
 T0 = datetime(2025, 6, 1, 7, 0, tzinfo=timezone(timedelta(hours=8)))

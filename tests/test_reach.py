@@ -24,12 +24,14 @@ from publishers.base import Playable, Release
 from publishers.wechat import WeChatPublisher
 from rongmei.core.model import ItemMeta
 from rongmei.core.settings import ScreenGroup, Settings, Zone
+from rongmei.delivery.grants import replace_grants
 from rongmei.distribution.server import serve_in_thread
-from rongmei.distribution.terminals import enroll_terminal, replace_grants
+from rongmei.distribution.terminals import enroll_terminal
 from rongmei.reach.outputs import cli_report, format_report, summary_markdown, write_outputs
 from rongmei.reach.report import gather, report_table
 from rongmei.reach.window import report_window
-from rongmei.storage.store import Delivery, Item, Store, Version
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Delivery, Item, Version
 from standins.wechat import StandIn, start_standin
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

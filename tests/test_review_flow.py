@@ -10,7 +10,8 @@ from flows.ingest import ingest
 from review_helpers import await_final, await_pause, code_for, review_run_id, sign
 from rongmei.review.reviewers import enroll
 from rongmei.storage import ledger
-from rongmei.storage.store import Delivery, LedgerEntry, Store
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Delivery, LedgerEntry
 
 pytestmark = pytest.mark.prefect
 

@@ -20,7 +20,8 @@ from review_helpers import await_final, code_for, review_run_id, sign
 from rongmei.distribution.server import serve_in_thread
 from rongmei.review.reviewers import enroll
 from rongmei.storage import ledger
-from rongmei.storage.store import Delivery, Store
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Delivery
 
 pytestmark = [pytest.mark.prefect, pytest.mark.media]
 SAMPLES = Path(__file__).resolve().parent.parent / "content" / "samples"

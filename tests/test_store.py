@@ -11,7 +11,8 @@ from sqlalchemy.exc import IntegrityError
 from conftest import write_drop
 from rongmei.intake.ingest import ingest_inbox
 from rongmei.storage import ledger
-from rongmei.storage.store import Base, Delivery, Store, Version
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Base, Delivery, Version
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

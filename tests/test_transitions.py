@@ -22,7 +22,8 @@ from rongmei.core.states import (
 from rongmei.intake.ingest import ingest_inbox
 from rongmei.storage import ledger
 from rongmei.storage.snapshots import VersionSnapshot, load_version
-from rongmei.storage.store import Delivery, Item, LedgerEntry, Version, store_for
+from rongmei.storage.store import store_for
+from rongmei.storage.tables import Delivery, Item, LedgerEntry, Version
 from rongmei.storage.transitions import LedgerNote, allowed, transition
 
 

@@ -7,4 +7,4 @@ preview. The registry finds the channel here (entry point `publishers.web:WebPub
 
 from publishers.web.channel import WebPublisher
 
-__all__ = ["WebPublisher"]
+__all__ = ["WebPublisher", "channel", "preview", "records", "site"]

@@ -44,7 +44,7 @@ from rongmei.core.model import CheckResult, ItemMeta
 from rongmei.core.settings import Settings
 from rongmei.targets.base import Target
 
-__all__ = ["WebPublisher", "refresh"]
+__all__ = ["LIMITS", "PAGE_SIZE", "SITE_STATE", "WebPublisher", "refresh"]
 
 PAGE_SIZE = 50  # items per index page
 SITE_STATE = ".site-state"  # which index pages and tag pages exist, to delete stale ones (not *.json on purpose)

@@ -25,22 +25,10 @@ from rongmei.core.model import Kind
 from rongmei.core.settings import Settings
 
 __all__ = [
-    "ARTICLE_ROOT",
-    "ArticleMedia",
-    "article_key",
-    "article_url",
-    "drop_relative",
-    "index_key",
-    "is_expired",
-    "is_listed",
-    "item_record",
-    "media_key_for_mime",
-    "media_key_for_name",
-    "newest_first",
-    "render_body",
-    "safe_http_url",
-    "tag_key",
-    "tag_slug",
+    "ALLOWED_ATTRIBUTES", "ARTICLE_ROOT", "AUDIO_EXTENSIONS", "IMAGE_EXTENSIONS", "MEDIA_EXTENSIONS",
+    "URL_SCHEMES", "VIDEO_EXTENSIONS", "ArticleMedia", "article_key", "article_url", "drop_relative",
+    "index_key", "is_expired", "is_listed", "item_record", "media_key_for_mime", "media_key_for_name",
+    "newest_first", "render_body", "safe_http_url", "tag_key", "tag_slug"
 ]
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ from publishers.channel_state import iso, local_zone, parse_time
 from publishers.web.records import ARTICLE_ROOT, article_url, is_expired, tag_slug
 from rongmei.core.settings import Settings
 
-__all__ = ["ASSETS", "STYLESHEET_KEY", "Site"]
+__all__ = ["ASSETS", "FEED_SIZE", "KIND_LABELS", "STYLESHEET_KEY", "Site"]
 
 ASSETS = Path(__file__).resolve().parent.parent.parent / "assets" / "web"
 STYLESHEET_KEY = "static/site.css"

@@ -9,4 +9,6 @@ from __future__ import annotations
 
 from publishers.wechat.channel import WeChatPublisher
 
-__all__ = ["WeChatPublisher"]
+__all__ = [
+    "WeChatPublisher", "channel", "checks", "client", "commands", "config", "formatting", "images", "reach"
+]

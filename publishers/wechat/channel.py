@@ -54,7 +54,7 @@ from rongmei.core.settings import Settings
 if TYPE_CHECKING:
     import typer
 
-__all__ = ["DEFAULT_POLL_DELAYS", "DRAFT_READY", "PUBLISH_FAILURES", "WeChatPublisher"]
+__all__ = ["DEFAULT_POLL_DELAYS", "DRAFT_READY", "NETWORK_ERRORS", "PUBLISH_FAILURES", "WeChatPublisher"]
 log = logging.getLogger(__name__)
 
 PUBLISH_FAILURES = {

@@ -13,7 +13,7 @@ from publishers.wechat.formatting import DIGEST_LIMIT, is_external, wechat_html
 from publishers.wechat.images import local_path, markdown_images
 from rongmei.core.model import CheckResult, ItemMeta, Severity
 
-__all__ = ["AUTHOR_LIMIT", "CONTENT_BYTES", "CONTENT_CHARS", "TITLE_LIMIT", "wechat_checks"]
+__all__ = ["AUTHOR_LIMIT", "CONTENT_BYTES", "CONTENT_CHARS", "RAW_TAG", "TITLE_LIMIT", "wechat_checks"]
 
 TITLE_LIMIT = 32  # documented; users report 64 works, but 32 is what WeChat promises
 AUTHOR_LIMIT = 16

@@ -29,9 +29,10 @@ from publishers.wechat.config import WeChatSettings
 from rongmei.core.errors import ConfigError, PublishError
 
 __all__ = [
-    "ArticleStats", "DailyBudget", "TokenCache", "WeChatClient", "WeChatContentError", "WeChatError",
-    "WeChatIpNotWhitelisted", "WeChatLimitError", "WeChatMediaError", "WeChatPublishFailed", "WeChatQuotaExceeded",
-    "WeChatTokenError", "WeChatTooFrequent", "WeChatUnauthorized", "error_for", "file_lock",
+    "REFRESH_MARGIN", "TOKEN_ERRORS", "ArticleStats", "DailyBudget", "TokenCache", "WeChatClient",
+    "WeChatContentError", "WeChatError", "WeChatIpNotWhitelisted", "WeChatLimitError", "WeChatMediaError",
+    "WeChatPublishFailed", "WeChatQuotaExceeded", "WeChatTokenError", "WeChatTooFrequent",
+    "WeChatUnauthorized", "error_for", "file_lock"
 ]
 log = logging.getLogger(__name__)
 

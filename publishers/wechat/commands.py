@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import typer
 
-__all__ = ["wechat_app"]
+__all__ = ["wechat_app", "wechat_set_secret"]
 
 wechat_app = typer.Typer(help="The WeChat Official Account channel.", no_args_is_help=True)
 

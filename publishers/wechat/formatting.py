@@ -24,8 +24,9 @@ from markdown.extensions import Extension
 from markdown.treeprocessors import Treeprocessor
 
 __all__ = [
-    "DIGEST_LIMIT", "WeChatExtension", "is_external", "is_wechat_link", "link_footnotes", "make_digest",
-    "plain_text", "theme_css", "wechat_html",
+    "ALLOWED_TAGS", "BLOCK_TAGS", "DIGEST_LIMIT", "SENTENCE_END", "THEME", "WeChatExtension",
+    "WeChatTreeprocessor", "is_external", "is_wechat_link", "link_footnotes", "make_digest", "plain_text",
+    "theme_css", "wechat_html"
 ]
 
 THEME = Path(__file__).resolve().parents[2] / "assets" / "wechat" / "theme.css"

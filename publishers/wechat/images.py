@@ -20,8 +20,8 @@ from publishers.wechat.client import WeChatClient, WeChatMediaError
 from publishers.wechat.formatting import is_external
 
 __all__ = [
-    "COVER_NAMES", "COVER_SIZE", "IMAGE_LIMIT", "BodyImages", "choose_cover", "local_path", "markdown_images",
-    "plain_cover", "prepare_image",
+    "CJK_FONTS", "COVER_NAMES", "COVER_SIZE", "IMAGE_LIMIT", "IMAGE_SUFFIXES", "MAX_WIDTH", "BodyImages",
+    "choose_cover", "local_path", "markdown_images", "plain_cover", "prepare_image"
 ]
 log = logging.getLogger(__name__)
 

@@ -2,4 +2,4 @@
 
 from rongmei.cli.commands import app
 
-__all__ = ["app"]
+__all__ = ["app", "channel_commands", "commands", "status"]

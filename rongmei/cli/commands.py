@@ -13,7 +13,12 @@ from rongmei.core.settings import Settings, load_settings
 from rongmei.storage import ledger
 from rongmei.storage.store import Store
 
-__all__ = ["app", "main"]
+__all__ = [
+    "app", "audit_app", "audit_verify", "ingest", "main", "report", "retract", "reviewers_activate",
+    "reviewers_add", "reviewers_app", "reviewers_deactivate", "reviewers_demo_code", "reviewers_list",
+    "reviewers_rotate", "status", "terminal_sim", "terminals_add", "terminals_app", "terminals_list",
+    "ui_login", "up"
+]
 
 app = typer.Typer(help="融媒 rongmei: review, sign-off and distribution for county media centers.", no_args_is_help=True,
                   cls=ChannelCommandsGroup)  # each channel's own commands: `rongmei <channel> …`

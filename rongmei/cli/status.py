@@ -13,7 +13,8 @@ from sqlalchemy import select
 from publishers import channels_of, registry_for
 from rongmei.core.labels import DELIVERY_ZH, STATE_ZH
 from rongmei.core.model import ItemMeta
-from rongmei.storage.store import Delivery, Item, SignOff, Store, Version
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Delivery, Item, SignOff, Version
 
 __all__ = ["channel_notes", "collect", "format_detail", "format_table"]
 

@@ -2,3 +2,5 @@
 
 Nothing here imports anything of ours from a floor above.
 """
+
+__all__ = ["errors", "files", "labels", "media_settings", "model", "settings", "states", "zones"]

@@ -5,15 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = [
-    "ConfigError",
-    "DeliveryRefused",
-    "DropError",
-    "LedgerTampered",
-    "PublishError",
-    "RongmeiError",
-    "SignOffRefused",
-    "StoreError",
-    "TransitionRefused",
+    "ConfigError", "DeliveryRefused", "DropError", "LedgerTampered", "PublishError", "RongmeiError",
+    "SignOffRefused", "StoreError", "TransitionRefused"
 ]
 
 

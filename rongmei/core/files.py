@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["ASSETS_DIR", "MIME_EXTENSIONS", "PROJECT_ROOT", "extension_for", "fit_name", "name_max", "unique_path"]
+__all__ = [
+    "ASSETS_DIR", "MIME_EXTENSIONS", "PROJECT_ROOT", "extension_for", "fit_name", "name_max", "unique_path"
+]
 
 # The checkout (or installed tree) holding flows/, publishers/, assets/ and prefect.yaml.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

@@ -11,6 +11,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+__all__ = ["RECIPE_VERSION", "MediaSettings"]
+
 RECIPE_VERSION = "2026-11-26.1"  # bump when any recipe changes its output: voids the rendition cache
 
 

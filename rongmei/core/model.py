@@ -15,15 +15,8 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
 __all__ = [
-    "ITEM_ID",
-    "SHANGHAI",
-    "CheckResult",
-    "ItemMeta",
-    "Kind",
-    "Language",
-    "Priority",
-    "Severity",
-    "as_local_time",
+    "ITEM_ID", "SHANGHAI", "CheckResult", "ItemMeta", "Kind", "Language", "Priority", "Severity",
+    "as_local_time"
 ]
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")

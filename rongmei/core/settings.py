@@ -23,15 +23,8 @@ from rongmei.core.media_settings import MediaSettings
 from rongmei.core.model import Kind
 
 __all__ = [
-    "DEFAULT_STAGES",
-    "FeedSourceConfig",
-    "Lexicon",
-    "ReviewStage",
-    "ScreenGroup",
-    "SectionEnvSource",
-    "Settings",
-    "Zone",
-    "load_settings",
+    "DEFAULT_STAGES", "FeedSourceConfig", "Lexicon", "ReviewStage", "ScreenGroup", "SectionEnvSource",
+    "Settings", "Zone", "load_settings"
 ]
 
 

@@ -10,13 +10,8 @@ from __future__ import annotations
 from enum import StrEnum
 
 __all__ = [
-    "DELIVERY_TRANSITIONS",
-    "DONE_STATES",
-    "ITEM_TRANSITIONS",
-    "LIVE_STATES",
-    "VERSION_TRANSITIONS",
-    "DeliveryState",
-    "ItemState",
+    "DELIVERY_TRANSITIONS", "DONE_STATES", "ITEM_TRANSITIONS", "LIVE_STATES", "VERSION_TRANSITIONS",
+    "DeliveryState", "ItemState"
 ]
 
 

@@ -15,14 +15,8 @@ from rongmei.core.errors import ConfigError
 from rongmei.core.settings import Settings, Zone
 
 __all__ = [
-    "children_of",
-    "leaf_zones",
-    "resolve_groups",
-    "resolve_zones",
-    "unknown_groups",
-    "unknown_zones",
-    "zone_index",
-    "zone_name",
+    "children_of", "leaf_zones", "resolve_groups", "resolve_zones", "unknown_groups", "unknown_zones",
+    "zone_index", "zone_name"
 ]
 
 

@@ -1,3 +1,5 @@
 """Taking an approved version out: the release, the delivery plan, deliveries to channels (with the
 sign-off gate at the effect) and retraction from every channel.
 """
+
+__all__ = ["deliveries", "gate", "grants", "plan", "release", "retraction"]

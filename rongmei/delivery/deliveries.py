@@ -22,24 +22,17 @@ from rongmei.core.errors import PublishError
 from rongmei.core.labels import DELIVERY_ZH
 from rongmei.core.settings import Settings
 from rongmei.core.states import DONE_STATES, LIVE_STATES, DeliveryState, ItemState
+from rongmei.delivery import grants
 from rongmei.delivery.gate import GATED_ACTIONS, Caller, current_caller, record_refusal, refusal_reason
 from rongmei.delivery.release import build_release
-from rongmei.distribution import terminals
 from rongmei.storage.snapshots import VersionSnapshot
-from rongmei.storage.store import Delivery, Item, Store, Version
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Delivery, Item, Version
 from rongmei.storage.transitions import LedgerNote, transition
 
 __all__ = [
-    "ACTION_LEDGER",
-    "DeliveryResult",
-    "deliver",
-    "give_up",
-    "previous_receipt",
-    "record_not_possible",
-    "results_table",
-    "settle_item_state",
-    "settle_unconfirmed",
-    "unconfirmed_delivery",
+    "ACTION_LEDGER", "DeliveryResult", "deliver", "give_up", "previous_receipt", "record_not_possible",
+    "results_table", "settle_item_state", "settle_unconfirmed", "unconfirmed_delivery"
 ]
 
 log = logging.getLogger(__name__)
@@ -173,9 +166,9 @@ def deliver(store: Store, settings: Settings, version: VersionSnapshot, channel:
         row.details = {**(row.details or {}), **receipt.details}
         state = receipt.state or DeliveryState.succeeded
         if action == "retract":
-            terminals.end_grants(session, item_id=item_id, channel=channel, now=now)
+            grants.end_grants(session, item_id=item_id, channel=channel, now=now)
         elif state in DONE_STATES:
-            terminals.replace_grants(session, item_id=item_id, version_id=version.id, channel=channel,
+            grants.replace_grants(session, item_id=item_id, version_id=version.id, channel=channel,
                                      playables=receipt.playables, now=now, until=version.meta.expires)
         transition(session, [(row, state)], LedgerNote(
             ACTION_LEDGER[action], actor=actor, item_id=item_id, version=version.number,

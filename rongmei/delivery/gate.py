@@ -32,7 +32,10 @@ from rongmei.core.states import LIVE_STATES, ItemState
 from rongmei.storage import ledger
 from rongmei.storage.tables import Item, LedgerEntry, Reviewer, SignOff, Version
 
-__all__ = ["GATED_ACTIONS", "Caller", "current_caller", "record_refusal", "refusal_reason"]
+__all__ = [
+    "GATED_ACTIONS", "SIGNOFF_ACTIONS", "STATE_REASONS", "Caller", "current_caller", "record_refusal",
+    "refusal_reason"
+]
 
 GATED_ACTIONS = ("publish", "update")  # a correction (更正) is an update; retraction is authorised separately
 STATE_REASONS = {

@@ -19,15 +19,11 @@ from rongmei.core.model import Priority
 from rongmei.core.settings import Settings
 from rongmei.core.states import DONE_STATES, DeliveryState
 from rongmei.storage.snapshots import VersionSnapshot
-from rongmei.storage.store import Delivery, Store, Version
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Delivery, Version
 
 __all__ = [
-    "Withdrawal",
-    "channels_holding",
-    "correction_action",
-    "delivery_plan",
-    "embargoed_until",
-    "retract_plan",
+    "Withdrawal", "channels_holding", "correction_action", "delivery_plan", "embargoed_until", "retract_plan"
 ]
 
 

@@ -17,7 +17,8 @@ from rongmei.core.errors import DeliveryRefused
 from rongmei.core.settings import Settings
 from rongmei.delivery.gate import Caller, record_refusal, refusal_reason
 from rongmei.storage.snapshots import VersionSnapshot
-from rongmei.storage.store import SignOff, Store
+from rongmei.storage.store import Store
+from rongmei.storage.tables import SignOff
 
 __all__ = ["build_release", "check_release"]
 

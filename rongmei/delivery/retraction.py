@@ -28,18 +28,14 @@ from rongmei.delivery.plan import retract_plan
 from rongmei.review.reviewers import verify_code
 from rongmei.storage import ledger
 from rongmei.storage.snapshots import VersionSnapshot, load_version
-from rongmei.storage.store import Item, Reviewer, Store, Version
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Item, Reviewer, Version
 from rongmei.storage.transitions import LedgerNote, transition
 from rongmei.targets.selection import target_from_settings
 
 __all__ = [
-    "RETRACT_ROLES",
-    "authorise_retraction",
-    "mark_retracted",
-    "remove_previews",
-    "retract_item_everywhere",
-    "withdraw_from_store",
-    "withdraw_media",
+    "RETRACT_ROLES", "authorise_retraction", "mark_retracted", "remove_previews", "retract_item_everywhere",
+    "withdraw_from_store", "withdraw_media"
 ]
 
 log = logging.getLogger(__name__)

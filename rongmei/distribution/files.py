@@ -30,13 +30,8 @@ from rongmei.distribution.responses import respond
 from rongmei.targets.base import WITHDRAWN_DIR, cache_control_for, content_type_for
 
 __all__ = [
-    "BadPath",
-    "FileCache",
-    "FileInfo",
-    "StaticFiles",
-    "etag_matches",
-    "parse_range",
-    "safe_segments",
+    "CACHE_ENTRIES", "CHUNK", "GONE_BODY", "PREVIEW_TOKEN", "SMALL_FILE", "BadPath", "FileCache", "FileInfo",
+    "StaticFiles", "etag_matches", "parse_range", "safe_segments"
 ]
 
 SMALL_FILE = 256 * 1024  # kept in memory with a content-hash ETag; manifests and pages are far smaller

@@ -50,26 +50,18 @@ from sqlalchemy.orm import Session
 
 from rongmei.core.errors import RongmeiError, StoreError
 from rongmei.core.model import ITEM_ID, SHANGHAI
-from rongmei.distribution.terminals import TerminalInfo, as_utc, audience_of
-from rongmei.storage.store import Grant, Play, RefusedPlay, Store, Terminal
+from rongmei.delivery.grants import as_utc
+from rongmei.distribution.terminals import TerminalInfo, audience_of
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Grant, Play, RefusedPlay, Terminal
 
 MAX_PLAYS = 1000
 MAX_BATCH_BYTES = 1024 * 1024
 DEFAULT_SKEW = timedelta(seconds=300)  # settings.play_clock_skew_seconds is what the server passes
 
 __all__ = [
-    "DEFAULT_SKEW",
-    "MAX_BATCH_BYTES",
-    "MAX_PLAYS",
-    "AudienceGrants",
-    "BadBatch",
-    "GrantCache",
-    "PlayBatch",
-    "PlayOutcome",
-    "PlayReport",
-    "Refusal",
-    "parse_batch",
-    "record_plays",
+    "DEFAULT_SKEW", "MAX_BATCH_BYTES", "MAX_PLAYS", "AudienceGrants", "BadBatch", "GrantCache", "PlayBatch",
+    "PlayOutcome", "PlayReport", "Refusal", "Span", "parse_batch", "record_plays"
 ]
 
 

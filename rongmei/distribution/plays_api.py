@@ -22,7 +22,7 @@ from typing import Any
 from rongmei.core.settings import Settings
 from rongmei.distribution.responses import Headers, json_body, respond
 
-__all__ = ["PLAYS_CORS", "BadJson", "PlaysApi", "parse_json", "read_body"]
+__all__ = ["AUTH_ENTRIES", "AUTH_TTL", "PLAYS_CORS", "BadJson", "PlaysApi", "parse_json", "read_body"]
 
 log = logging.getLogger(__name__)
 

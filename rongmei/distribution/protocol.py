@@ -14,7 +14,7 @@ import functools
 import json
 from typing import Any
 
-__all__ = ["MAX_HEAD_BYTES", "guarded_protocol"]
+__all__ = ["BAD_REQUEST", "HEADERS_TOO_LARGE", "HEADERS_TOO_SLOW", "MAX_HEAD_BYTES", "guarded_protocol"]
 
 BAD_REQUEST = json.dumps({"error": "bad_request", "message": "HTTP 请求无法解析（请求行、请求头、Content-Length 或"
                                                             "分块编码有误），连接已关闭：请检查终端的 HTTP 客户端"},

@@ -21,6 +21,11 @@ from typing import Any
 
 import requests
 
+__all__ = [
+    "MAX_BATCH", "TIMEOUT", "PollResult", "TerminalState", "active_schedule", "due_now", "main", "play_due",
+    "play_schedule", "poll_group", "poll_zone", "report_plays"
+]
+
 log = logging.getLogger(__name__)
 TIMEOUT = 10.0
 MAX_BATCH = 500  # the server refuses batches over 1000 plays

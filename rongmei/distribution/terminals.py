@@ -4,7 +4,7 @@ A terminal is enrolled once (`rongmei terminals add ID --zone … | --group …`
 only the token's sha256 is stored, so a copy of the database cannot be used to impersonate a terminal.
 
 A play counts only for what the terminal was given ("Every door guarded"). Each successful delivery to an
-aggregate channel records **grants** (`replace_grants`, `end_grants` on retraction): which file (sha256) of
+aggregate channel records **grants** (rongmei.delivery.grants): which file (sha256) of
 which item the terminals of one audience were given, from when until when. A terminal enrolled with a
 display group is a screen, audience `group:<id>`; one with only a zone is a loudspeaker, audience
 `zone:<code>`, and playlists exist only per leaf zone (a village, or a township configured without
@@ -18,33 +18,23 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import select
 
 from rongmei.core.errors import ConfigError, StoreError
-from rongmei.storage.store import Grant, Store, Terminal
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Terminal
 
 if TYPE_CHECKING:
-    from publishers.base import Playable
+    pass
 
 TERMINAL_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 __all__ = [
-    "TerminalInfo",
-    "as_utc",
-    "audience_of",
-    "authenticate",
-    "check_assignment",
-    "end_grants",
-    "enroll_terminal",
-    "hash_token",
-    "list_terminals",
-    "replace_grants",
+    "TERMINAL_ID", "TerminalInfo", "audience_of", "authenticate", "check_assignment", "enroll_terminal",
+    "hash_token", "list_terminals"
 ]
 
 
@@ -116,46 +106,9 @@ def list_terminals(store: Store) -> list[TerminalInfo]:
 
 
 # Grants: what each audience was given ----------------------------------------------------------------------
-def as_utc(moment: datetime) -> datetime:
-    """An aware UTC instant. SQLite stores datetimes without their offset and gives them back naive, so every
-    time written or compared in SQL must be UTC already, and a naive one read back is UTC."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def audience_of(terminal: Terminal | TerminalInfo) -> str:
     """The grant audience whose files a terminal may report: a screen's display group, else its zone.
 
     A terminal enrolled with a group is a screen even when it also has a zone (the reach report counts it
     so), so it cannot report what the loudspeakers of its village were given."""
     return f"group:{terminal.group}" if terminal.group else f"zone:{terminal.zone}"
-
-
-def replace_grants(session: Session, *, item_id: str, version_id: int, channel: str,
-                   playables: Iterable[Playable], now: datetime, until: datetime | None) -> None:
-    """Record what a successful publish or update of `item_id` on `channel` gave each audience.
-
-    The item's grants on that channel that are still open at `now` end at `now`; one grant per playable
-    starts at `now` and lasts until `until` (the item's `expires`, or None). Call it in the transaction that
-    marks the delivery succeeded, with `receipt.playables`, so grants and deliveries never disagree.
-    """
-    now = as_utc(now)
-    end_grants(session, item_id=item_id, channel=channel, now=now)
-    valid_until = as_utc(until) if until is not None else None
-    unique = sorted({(p.audience, p.sha256) for p in playables})
-    session.add_all(Grant(item_id=item_id, version_id=version_id, channel=channel, audience=audience,
-                          sha256=sha256, valid_from=now, valid_until=valid_until)
-                    for audience, sha256 in unique)
-    session.flush()
-
-
-def end_grants(session: Session, *, item_id: str, channel: str, now: datetime) -> None:
-    """End every grant of `item_id` on `channel` still open at `now` (retraction): plays of it that start
-    later than `now` plus the clock skew no longer count; earlier ones still do."""
-    now = as_utc(now)
-    session.execute(
-        update(Grant)
-        .where(Grant.item_id == item_id, Grant.channel == channel,
-               or_(Grant.valid_until.is_(None), Grant.valid_until > now))
-        .values(valid_until=now)
-        .execution_options(synchronize_session=False)
-    )

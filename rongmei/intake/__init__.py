@@ -2,4 +2,4 @@
 frontmatter), the automatic pre-checks, ingest into the store, and reprints pulled from upstream feeds.
 """
 
-__all__ = ["bundles", "checks", "drops", "feeds", "frontmatter", "ingest", "names", "safe_open"]
+__all__ = ["bundles", "checks", "drops", "feeds", "frontmatter", "ingest", "moves", "names", "safe_open"]

@@ -21,7 +21,11 @@ from rongmei.intake.drops import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTEN
 MD_LINK = re.compile(r"(!?)\[([^\]]*)\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 HTML_SRC = re.compile(r"<(?:img|video|audio|source)\b[^>]*?\bsrc\s*=\s*[\"']([^\"']+)[\"']", re.I)
 
-__all__ = ["CHECKS", "Check", "local_references", "media_problems", "run_checks"]
+__all__ = [
+    "CHECKS", "HTML_SRC", "MD_LINK", "Check", "blocking", "check_channels", "check_fields", "check_lexicon",
+    "check_media", "check_references", "check_targets", "local_references", "media_problems", "run_checks",
+    "warning"
+]
 
 Check = Callable[[ItemMeta, str, Mapping[str, Path], Settings], Iterable[CheckResult]]
 

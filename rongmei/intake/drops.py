@@ -20,18 +20,8 @@ from typing import Any
 from rongmei.intake.names import escape_name
 
 __all__ = [
-    "AUDIO_EXTENSIONS",
-    "IGNORED_NAMES",
-    "IMAGE_EXTENSIONS",
-    "IN_PROGRESS",
-    "MEDIA_EXTENSIONS",
-    "SIDECAR_EXTENSIONS",
-    "VIDEO_EXTENSIONS",
-    "Drop",
-    "Limits",
-    "drop_state",
-    "find_drops",
-    "is_settled",
+    "AUDIO_EXTENSIONS", "IGNORED_NAMES", "IMAGE_EXTENSIONS", "IN_PROGRESS", "MEDIA_EXTENSIONS",
+    "SIDECAR_EXTENSIONS", "VIDEO_EXTENSIONS", "Drop", "Limits", "drop_state", "find_drops", "is_settled"
 ]
 
 VIDEO_EXTENSIONS = {".mp4", ".mov", ".m4v", ".mkv", ".avi", ".webm"}

@@ -19,14 +19,8 @@ from rongmei.intake.drops import Limits
 from rongmei.intake.names import ITEM_ID_CHARS, escape_name, name_bytes
 
 __all__ = [
-    "ALLOWED_VALUES_ZH",
-    "FIELD_NAMES_ZH",
-    "Findings",
-    "allowed_values_zh",
-    "decode_text",
-    "parse_sidecar",
-    "split_front_matter",
-    "validate_meta",
+    "ALLOWED_VALUES_ZH", "FIELD_NAMES_ZH", "Findings", "allowed_values_zh", "decode_text", "parse_sidecar",
+    "split_front_matter", "validate_meta"
 ]
 
 

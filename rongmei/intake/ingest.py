@@ -12,14 +12,9 @@ ledger once per state of the drop, not on every pass of the 15-second schedule; 
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import hashlib
 import json
 import logging
-import os
-import stat
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -28,20 +23,25 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from rongmei.core.files import name_max, unique_path
+from rongmei.core.files import name_max
 from rongmei.core.model import SHANGHAI, CheckResult, Severity
 from rongmei.core.settings import Settings
 from rongmei.core.states import ItemState
 from rongmei.intake.bundles import Bundle, read_bundle
 from rongmei.intake.checks import run_checks
 from rongmei.intake.drops import Drop, Limits, drop_state, find_drops, is_settled
+from rongmei.intake.moves import set_aside, write_report
 from rongmei.intake.names import escape_name, safe_name
 from rongmei.storage import ledger
-from rongmei.storage.store import Item, LedgerEntry, Store, Version
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Item, LedgerEntry, Version
 from rongmei.storage.transitions import LedgerNote, transition
 
-__all__ = ["STUCK", "Outcome", "content_hash", "ingest_drop", "ingest_inbox", "record_version", "rejected_report",
-           "settled_drops", "write_report"]
+__all__ = [
+    "STORE_DOWN", "STUCK", "SYSTEM", "Outcome", "archive", "content_hash", "ingest_drop", "ingest_inbox",
+    "limits_for", "one_line", "record_version", "reject", "rejected_report", "report_stuck", "settled_drops",
+    "system_error"
+]
 
 log = logging.getLogger(__name__)
 SYSTEM = "system:ingest"
@@ -357,74 +357,6 @@ def rejected_report(
         for n, note in enumerate(warnings, 1):
             lines.append(f"{n}. {note.message}" + (f"（{note.fix}）" if note.fix else ""))
     return "\n".join(lines) + "\n"
-
-
-def write_report(folder: Path, text: str, name: str = "REJECTED.md") -> Path:
-    """Write our report into a drop we set aside, never through whatever the editor left under that name.
-
-    An earlier report (a plain file) is replaced by a rename, which never writes into the file it replaces;
-    a link or anything else under that name is kept, and the report goes to REJECTED-2.md … instead."""
-    stem, suffix = os.path.splitext(name)
-    target, n = folder / name, 2
-    while os.path.lexists(target) and not stat.S_ISREG(target.lstat().st_mode):
-        target, n = folder / f"{stem}-{n}{suffix}", n + 1
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{stem}-", suffix=".tmp")  # O_EXCL: a name of its own
-    try:
-        os.fchmod(fd, 0o644)  # editors read it over the share, as any file we put there
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return target
-
-
-# Names that fit ---------------------------------------------------------------------------------------
-def set_aside(drop: Drop, wanted: Path) -> Path:
-    """Move the drop to `wanted` or the next free `wanted-N`; returns where it went."""
-    wanted.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(100):
-        destination = unique_path(wanted)
-        try:
-            move_drop(drop, destination)
-        except OSError as exc:
-            # Another run took that name between our look and the move: take the next one.
-            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY) and drop.path.exists():
-                continue
-            raise
-        return destination
-    raise FileExistsError(errno.EEXIST, "no free name found", str(wanted))
-
-
-def move_drop(drop: Drop, destination: Path) -> None:
-    """Move every member of the drop under `destination` without ever replacing an existing file."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    if drop.shape == "folder":
-        os.rename(drop.path, destination)  # fails rather than replace a non-empty directory
-        return
-    # Renamed, not linked and unlinked: a crash in between would leave the file with two names, which the
-    # next pass would have to refuse as a hard link.
-    destination.mkdir()  # a fresh directory: nothing in it can be replaced
-    moved: list[tuple[Path, Path]] = []
-    try:
-        for member in drop.members:
-            if not os.path.lexists(member):
-                continue
-            target = destination / member.name
-            if os.path.lexists(target):
-                raise FileExistsError(errno.EEXIST, "already there", str(target))
-            os.rename(member, target)
-            moved.append((member, target))
-    except BaseException:
-        for member, target in reversed(moved):  # a drop is never left half here, half there
-            if not os.path.lexists(member):
-                with contextlib.suppress(OSError):
-                    os.rename(target, member)
-        with contextlib.suppress(OSError):
-            destination.rmdir()  # only when empty again
-        raise
 
 
 def ingest_inbox(settings: Settings, store: Store, now: float | None = None) -> list[Outcome]:

@@ -3,3 +3,5 @@
 `window` (which days), `sources` (what the core reads for the channels), `report` (adding it up), `outputs`
 (table, CSVs, chart, summary, CLI). The channels' side of the hook is `publishers.reach`.
 """
+
+__all__ = ["outputs", "report", "sources", "window"]

@@ -23,17 +23,8 @@ from rongmei.reach.window import ReportError, local_today, report_window
 from rongmei.storage.store import Store
 
 __all__ = [
-    "FONT_PATH",
-    "cli_report",
-    "display_rows",
-    "format_report",
-    "report_dir",
-    "summary_markdown",
-    "totals",
-    "write_chart",
-    "write_csv",
-    "write_daily_csv",
-    "write_outputs",
+    "FONT_PATH", "cli_report", "display_rows", "format_report", "report_dir", "summary_markdown", "totals",
+    "write_chart", "write_csv", "write_daily_csv", "write_outputs"
 ]
 
 FONT_PATH = ASSETS_DIR / "fonts" / "NotoSansSC-Regular.otf"

@@ -24,14 +24,8 @@ from rongmei.reach.window import local_today, report_window
 from rongmei.storage.store import Store
 
 __all__ = [
-    "ITEM_HEADERS",
-    "ItemReach",
-    "ReachReport",
-    "ReachTable",
-    "ReportChannel",
-    "gather",
-    "report_channels",
-    "report_table",
+    "ITEM_HEADERS", "TOTAL_HEADER", "UNKNOWN_TITLE", "ItemReach", "ReachReport", "ReachTable",
+    "ReportChannel", "gather", "report_channels", "report_table"
 ]
 
 ITEM_HEADERS = {"item_id": "稿件编号", "title": "标题"}

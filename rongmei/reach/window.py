@@ -11,7 +11,9 @@ from zoneinfo import ZoneInfo
 from rongmei.core.errors import RongmeiError
 from rongmei.core.settings import Settings
 
-__all__ = ["DEFAULT_DAYS", "ReportError", "local_day", "local_today", "parse_day", "report_window", "utc_bounds"]
+__all__ = [
+    "DEFAULT_DAYS", "ReportError", "local_day", "local_today", "parse_day", "report_window", "utc_bounds"
+]
 
 DEFAULT_DAYS = 7
 

@@ -13,15 +13,7 @@ from rongmei.renditions.pipeline import RECIPES, manifest_hash, needed_rendition
 from rongmei.renditions.probe import MediaInfo, media_problems, probe
 
 __all__ = [
-    "RECIPES",
-    "RECIPE_VERSION",
-    "MediaError",
-    "MediaInfo",
-    "MediaSettings",
-    "ffmpeg_run_count",
-    "manifest_hash",
-    "media_problems",
-    "needed_renditions",
-    "probe",
-    "produce_renditions",
+    "RECIPES", "RECIPE_VERSION", "MediaError", "MediaInfo", "MediaSettings", "audio", "cache", "cards",
+    "errors", "ffmpeg", "ffmpeg_run_count", "fonts", "images", "manifest_hash", "media_problems", "mongolian",
+    "needed_renditions", "pipeline", "probe", "produce_renditions", "textlayout", "textnorm", "tts", "video"
 ]

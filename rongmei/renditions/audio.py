@@ -16,6 +16,8 @@ from rongmei.core.media_settings import MediaSettings
 from rongmei.renditions.errors import MediaError
 from rongmei.renditions.ffmpeg import Progress, run_ffmpeg
 
+__all__ = ["SILENCE_LUFS", "Loudness", "encode", "first_pass", "loudspeaker_audio", "measure", "write_tags"]
+
 _SUMMARY_I = re.compile(r"I:\s+(-?[\d.]+|-inf) LUFS")
 _SUMMARY_LRA = re.compile(r"LRA:\s+(-?[\d.]+) LU")
 _SUMMARY_PEAK = re.compile(r"Peak:\s+(-?[\d.]+|-inf) dBFS")

@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+__all__ = ["RenditionCache", "cache_key", "canonical_json"]
+
 
 def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str).encode()

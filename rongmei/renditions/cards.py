@@ -15,6 +15,11 @@ from rongmei.renditions.fonts import SC_BOLD, SC_REGULAR, font
 from rongmei.renditions.images import crop_to
 from rongmei.renditions.textlayout import fit
 
+__all__ = [
+    "ACCENTS", "HOUSE_BOTTOM", "HOUSE_TOP", "SOFT_WHITE", "WHITE", "CardLayout", "CardText", "background",
+    "render_card"
+]
+
 HOUSE_TOP = (12, 52, 110)
 HOUSE_BOTTOM = (6, 22, 52)
 ACCENTS = {"normal": (230, 176, 40), "urgent": (240, 120, 20), "emergency": (214, 30, 36)}

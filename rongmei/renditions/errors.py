@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from rongmei.core.errors import RongmeiError
 
+__all__ = ["MediaError"]
+
 
 class MediaError(RongmeiError):
     """Raised when a media input cannot be rendered (corrupt, too large, missing tool); the message is for editors."""

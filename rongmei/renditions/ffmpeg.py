@@ -16,6 +16,8 @@ from pathlib import Path
 
 from rongmei.renditions.errors import MediaError
 
+__all__ = ["Progress", "ffmpeg_exe", "ffmpeg_run_count", "filter_path", "run_ffmpeg"]
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]

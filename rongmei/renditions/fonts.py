@@ -7,6 +7,8 @@ from pathlib import Path
 
 from PIL import ImageFont
 
+__all__ = ["FONT_DIR", "MONGOLIAN", "SC_BOLD", "SC_FAMILY", "SC_REGULAR", "font"]
+
 FONT_DIR = Path(__file__).resolve().parents[2] / "assets" / "fonts"
 SC_REGULAR = FONT_DIR / "NotoSansSC-Regular.otf"
 SC_BOLD = FONT_DIR / "NotoSansSC-Bold.otf"

@@ -15,6 +15,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from rongmei.core.media_settings import MediaSettings
 from rongmei.renditions.errors import MediaError
 
+__all__ = ["JPEG_QUALITY", "crop_to", "open_image", "save_jpeg", "save_png", "to_rgb"]
+
 JPEG_QUALITY = 86
 
 

@@ -11,6 +11,8 @@ from PIL import Image, ImageDraw
 
 from rongmei.renditions.fonts import MONGOLIAN, font
 
+__all__ = ["MONGOLIAN_ELLIPSIS", "columns", "draw_vertical", "isolated_width", "shaped_width"]
+
 MONGOLIAN_ELLIPSIS = "\u1801"  # ᠁
 
 

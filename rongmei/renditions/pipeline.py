@@ -37,7 +37,12 @@ from rongmei.renditions.tts import load_engine, spoken_text
 if TYPE_CHECKING:  # rongmei.core.settings may import this package's config; keep the import one-way at run time
     from rongmei.core.settings import Settings
 
-__all__ = ["RECIPES", "Job", "Recipe", "channel_needs", "manifest_hash", "needed_renditions", "produce_renditions"]
+__all__ = [
+    "AUDIO_EXTENSIONS", "IMAGE_EXTENSIONS", "KIND_LABELS", "NO_SOUND", "PRIORITY_LABELS", "RECIPES",
+    "RECORDING_STEMS", "VIDEO_EXTENSIONS", "Job", "Progress", "Recipe", "channel_needs",
+    "make_bilingual_card", "make_card", "make_cover", "make_loudspeaker_audio", "make_thumbnail",
+    "make_video_screen", "make_video_web", "manifest_hash", "needed_renditions", "produce_renditions"
+]
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from PIL import ImageFont
 
+__all__ = ["NO_LINE_END", "NO_LINE_START", "FittedText", "fit", "tokens", "wrap"]
+
 NO_LINE_START = set("，。、；：？！）》」』】〕〉”’…—·%‰．,.;:?!)]}｝～·ー") | {"\u2014", "\u2026"}
 NO_LINE_END = set("（《「『【〔〈“‘([{｛")
 # Unbreakable runs: a number with separators, decimals and a following unit/percent; or a Latin word.

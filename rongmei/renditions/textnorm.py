@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import re
 
+__all__ = [
+    "BIG_UNITS", "DIGITS", "LIANG_BEFORE", "RULES", "SMALL_UNITS", "UNITS", "cardinal", "decimal",
+    "digits_one_by_one", "normalise"
+]
+
 DIGITS = "零一二三四五六七八九"
 SMALL_UNITS = ["", "十", "百", "千"]
 BIG_UNITS = ["", "万", "亿", "万亿"]

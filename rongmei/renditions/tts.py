@@ -18,6 +18,8 @@ from rongmei.core.media_settings import MediaSettings
 from rongmei.renditions.errors import MediaError
 from rongmei.renditions.textnorm import normalise
 
+__all__ = ["EspeakNg", "SpeechEngine", "load_engine", "spoken_text"]
+
 
 @runtime_checkable
 class SpeechEngine(Protocol):

@@ -18,6 +18,11 @@ from rongmei.renditions.ffmpeg import Progress, filter_path, run_ffmpeg
 from rongmei.renditions.fonts import FONT_DIR, SC_FAMILY
 from rongmei.renditions.probe import MediaInfo
 
+__all__ = [
+    "SCREEN_SIZE", "WEB_SHORT_SIDE", "read_srt", "screen_args", "thumbnail", "thumbnail_args", "video_screen",
+    "video_web", "web_args", "web_size"
+]
+
 SCREEN_SIZE = (1920, 1080)
 WEB_SHORT_SIDE = 720
 

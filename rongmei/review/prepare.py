@@ -26,7 +26,9 @@ from rongmei.storage import ledger
 from rongmei.storage.snapshots import VersionSnapshot
 from rongmei.storage.store import Store
 
-__all__ = ["prepare_preview", "prepare_renditions", "progress_path", "read_progress", "render_channel_previews"]
+__all__ = [
+    "prepare_preview", "prepare_renditions", "progress_path", "read_progress", "render_channel_previews"
+]
 
 log = logging.getLogger(__name__)
 

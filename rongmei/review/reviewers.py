@@ -30,7 +30,13 @@ from rongmei.core.errors import SignOffRefused, StoreError
 from rongmei.core.model import SHANGHAI
 from rongmei.core.settings import Settings
 from rongmei.storage import ledger
-from rongmei.storage.store import CodeFailure, Reviewer, Store, TotpUse
+from rongmei.storage.store import Store
+from rongmei.storage.tables import CodeFailure, Reviewer, TotpUse
+
+__all__ = [
+    "ISSUER", "ROLES", "Enrolment", "current_code", "enroll", "list_reviewers", "qr_ascii", "rotate",
+    "set_active", "sync_demo_flags", "verify_code"
+]
 
 ROLES = ("editor", "desk_head", "chief_editor")
 ISSUER = "rongmei"

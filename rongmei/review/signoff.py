@@ -25,19 +25,13 @@ from rongmei.core.states import ItemState
 from rongmei.review.reviewers import verify_code
 from rongmei.storage import ledger
 from rongmei.storage.snapshots import VersionSnapshot
-from rongmei.storage.store import Item, ReviewAttempt, Reviewer, SignOff, Store, Version
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Item, ReviewAttempt, Reviewer, SignOff, Version
 from rongmei.storage.transitions import LedgerNote, transition
 
 __all__ = [
-    "StageResult",
-    "apply_signoff",
-    "attempts_so_far",
-    "form_description",
-    "plain",
-    "quoted",
-    "role_label",
-    "stage_position",
-    "write_returned",
+    "CHECK_MARK", "IMAGE_RENDITIONS", "MARKDOWN_SPECIAL", "StageResult", "apply_signoff", "attempts_so_far",
+    "form_description", "plain", "quoted", "role_label", "stage_position", "write_returned"
 ]
 
 

@@ -24,6 +24,8 @@ from uuid import UUID
 
 from rongmei.core.files import PROJECT_ROOT
 
+__all__ = ["ENGINE_MODULE", "check_flow_run", "main", "refuse", "shipped_deployments"]
+
 ENGINE_MODULE = "prefect.engine"
 
 

@@ -16,7 +16,9 @@ import requests
 from publishers.base import SlotUnavailable
 from rongmei.core.settings import Settings
 
-__all__ = ["PrefectSlots", "api_auth_file", "cancel_item_runs", "read_api_auth", "use_local_prefect"]
+__all__ = [
+    "AUTH_FILE", "PrefectSlots", "api_auth_file", "cancel_item_runs", "read_api_auth", "use_local_prefect"
+]
 
 AUTH_FILE = "prefect-api-auth"
 

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from rongmei.core.errors import ConfigError
 
+__all__ = ["SOCKET_PORT", "PrivateCluster", "available", "pg_binary"]
+
 SOCKET_PORT = 5432  # only names the socket file: the cluster listens on no TCP address
 
 

@@ -35,19 +35,9 @@ from rongmei.runtime.warmstart_protocol import SOCKET_ENV
 from rongmei.storage.privacy import private_file
 
 __all__ = [
-    "WORK_POOL",
-    "Stack",
-    "api_auth",
-    "demo_reviewers_left",
-    "deploy",
-    "enroll_demo_reviewers",
-    "extra_services",
-    "prefect_database",
-    "prefect_env",
-    "seed_samples",
-    "start_prefect",
-    "start_worker",
-    "wait_for",
+    "CLIENT_AUTH_ENV", "DEMO_REVIEWERS", "SERVER_AUTH_ENV", "WORK_POOL", "Stack", "api_auth",
+    "demo_reviewers_left", "deploy", "enroll_demo_reviewers", "extra_services", "prefect_database",
+    "prefect_env", "seed_samples", "start_prefect", "start_worker", "wait_for"
 ]
 
 log = logging.getLogger(__name__)

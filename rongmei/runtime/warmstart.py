@@ -33,7 +33,7 @@ from collections.abc import Iterator
 
 from rongmei.runtime.warmstart_protocol import FORWARDED, HEADER, SOCKET_ENV, forward
 
-__all__ = ["LAUNCH_MODULE", "client", "main", "send_message"]
+__all__ = ["LAUNCH_MODULE", "alive", "client", "exit_like", "main", "read_lines", "run_cold", "send_message"]
 
 LAUNCH_MODULE = "rongmei.runtime.launch"  # checks the run's deployment, then runs prefect.engine
 

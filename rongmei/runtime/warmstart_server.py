@@ -23,7 +23,10 @@ from pathlib import Path
 
 from rongmei.runtime.warmstart_protocol import FORWARDED, HEADER, SOCKET_ENV, forward
 
-__all__ = ["KILL_GRACE_SECONDS", "PRELOADED", "Request", "SettingsCheck", "main", "run_engine", "serve"]
+__all__ = [
+    "IMPORT_TIME_ENV", "KILL_GRACE_SECONDS", "PRELOADED", "Request", "SettingsCheck", "changed", "main",
+    "preload", "receive", "reply", "run_engine", "say", "serve", "source_files", "why_cold"
+]
 
 # Imported once in the server so that no flow run pays for them. Our flows come on top (see `preload`).
 PRELOADED = (
@@ -63,14 +66,15 @@ def say(message: str) -> None:
 def preload() -> dict[Path, float]:
     """Import what flow runs need; return our own source files with their mtimes, to notice edits."""
     import importlib
-    import pkgutil
 
     for name in PRELOADED:
         importlib.import_module(name)
-    import flows
+    from rongmei.runtime.launch import shipped_deployments
 
-    for module in pkgutil.iter_modules(flows.__path__, "flows."):
-        importlib.import_module(module.name)
+    # The flows our prefect.yaml deploys (the only ones a run may start), named there: the runtime reads them
+    # as data rather than importing the flows package above it.
+    for entrypoint in sorted(set(shipped_deployments().values())):
+        importlib.import_module(entrypoint.rpartition(".")[0])
     from publishers import load_publishers
 
     load_publishers()  # the installed channels, scanned once here instead of in every run

@@ -28,6 +28,8 @@ from prefect.workers.process import ProcessJobConfiguration, ProcessWorker
 
 from rongmei.runtime.workpool import PROJECT_ROOT, WORK_POOL, flow_run_command
 
+__all__ = ["STOP_GRACE_SECONDS", "RongmeiJobConfiguration", "main", "record_override", "run_worker"]
+
 log = logging.getLogger(__name__)
 
 

@@ -11,6 +11,8 @@ from typing import Any
 
 from rongmei.core.files import PROJECT_ROOT
 
+__all__ = ["WORK_POOL", "base_job_template", "flow_run_command"]
+
 WORK_POOL = "rongmei"
 
 

@@ -2,4 +2,7 @@
 ledger, and the private permissions of the data directory.
 """
 
-__all__ = ["ledger", "ledger_chain", "ledger_checkpoints", "ledger_keeper", "privacy", "store", "tables"]
+__all__ = [
+    "ledger", "ledger_chain", "ledger_checkpoints", "ledger_keeper", "privacy", "snapshots", "store",
+    "tables", "transitions"
+]

@@ -50,7 +50,7 @@ from rongmei.storage.ledger_checkpoints import AnchorUnreadable, BadAnchor, Chec
 from rongmei.storage.ledger_keeper import APPENDED, keeper_of
 from rongmei.storage.tables import LedgerEntry
 
-__all__ = ["Verdict", "authentic", "count", "record", "verify"]
+__all__ = ["authentic", "count", "record", "verify"]
 
 
 # Writing -----------------------------------------------------------------------------------------------

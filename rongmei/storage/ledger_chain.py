@@ -18,18 +18,8 @@ from sqlalchemy.orm import Session
 from rongmei.storage.tables import LedgerEntry
 
 __all__ = [
-    "GENESIS",
-    "KEYED_ACTION",
-    "Verdict",
-    "append_entry",
-    "canonical",
-    "hmac_hex",
-    "keyed_hasher",
-    "link_problem",
-    "lock_appenders",
-    "plain_hash",
-    "subkey",
-    "walk_chain",
+    "GENESIS", "KEYED_ACTION", "Verdict", "append_entry", "canonical", "hmac_hex", "keyed_hasher",
+    "link_problem", "lock_appenders", "plain_hash", "subkey", "walk_chain"
 ]
 
 GENESIS = "0" * 64

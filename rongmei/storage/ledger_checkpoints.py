@@ -20,13 +20,8 @@ from typing import Any
 from rongmei.storage.ledger_chain import hmac_hex
 
 __all__ = [
-    "S3_PREFIX",
-    "AnchorSnapshot",
-    "AnchorUnreadable",
-    "BadAnchor",
-    "Checkpoint",
-    "LedgerAnchors",
-    "fsync_dir",
+    "S3_PREFIX", "AnchorSnapshot", "AnchorUnreadable", "BadAnchor", "Checkpoint", "LedgerAnchors",
+    "fsync_dir"
 ]
 
 log = logging.getLogger(__name__)

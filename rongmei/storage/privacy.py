@@ -17,6 +17,8 @@ from pathlib import Path
 
 from rongmei.core.settings import Settings
 
+__all__ = ["PRIVATE_DIRS", "SHARED_DIRS", "make_private", "private_file"]
+
 PRIVATE_DIRS = ("secrets", "logs", "blobs", "preview", "run", "ledger", "prefect", "work", "progress", "channels",
                 "renditions-cache", "reports")
 SHARED_DIRS = ("site", "prefect-pg")  # public output; the cluster's own modes (rongmei.runtime.pgcluster)

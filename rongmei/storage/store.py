@@ -27,48 +27,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from rongmei.core.errors import StoreError
-from rongmei.storage.tables import (  # the models, importable from here as before (listed in __all__)
+from rongmei.storage.tables import (
     Base,
     Blob,
-    CodeFailure,
-    Delivery,
-    Grant,
-    Item,
-    LedgerEntry,
-    Play,
-    RefusedPlay,
-    ReviewAttempt,
-    Reviewer,
-    SignOff,
-    Terminal,
-    TotpUse,
     Version,
-    utcnow,
 )
 
-__all__ = [
-    "CHUNK",
-    "Base",
-    "Blob",
-    "CodeFailure",
-    "Delivery",
-    "Grant",
-    "Item",
-    "LedgerEntry",
-    "Play",
-    "RefusedPlay",
-    "ReviewAttempt",
-    "Reviewer",
-    "SignOff",
-    "Store",
-    "Terminal",
-    "TotpUse",
-    "Version",
-    "add_missing_columns",
-    "make_engine",
-    "store_for",
-    "utcnow",
-]
+__all__ = ["CHUNK", "Store", "add_missing_columns", "make_engine", "store_for"]
 
 CHUNK = 1024 * 1024
 

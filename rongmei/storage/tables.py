@@ -15,7 +15,10 @@ from typing import Any, ClassVar
 from sqlalchemy import JSON, Boolean, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "Blob", "CodeFailure", "Delivery", "FeedEntry", "FeedSource", "Grant", "Item", "LedgerEntry", "Play", "RefusedPlay", "ReviewAttempt", "Reviewer", "SignOff", "Terminal", "TotpUse", "Version", "utcnow"]
+__all__ = [
+    "Base", "Blob", "CodeFailure", "Delivery", "FeedEntry", "FeedSource", "Grant", "Item", "LedgerEntry",
+    "Play", "RefusedPlay", "ReviewAttempt", "Reviewer", "SignOff", "Terminal", "TotpUse", "Version", "utcnow"
+]
 
 
 def utcnow() -> datetime:

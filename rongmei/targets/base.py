@@ -18,6 +18,11 @@ from pathlib import Path, PurePosixPath
 
 from rongmei.core.errors import PublishError
 
+__all__ = [
+    "CACHE_MEDIA", "CACHE_SHORT", "WITHDRAWN_DIR", "Target", "cache_control_for", "clean_key", "clean_prefix",
+    "content_type_for"
+]
+
 mimetypes.add_type("application/vnd.apple.mpegurl", ".m3u8")
 mimetypes.add_type("application/rss+xml", ".rss")
 mimetypes.add_type("image/webp", ".webp")

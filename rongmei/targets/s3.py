@@ -35,7 +35,7 @@ POINTER_SUFFIXES = ("manifest.json", "playlist.json", "playlist.m3u8", "podcast.
 RETRYABLE_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
                    "ServiceUnavailable", "RequestTimeTooSkewed"}
 
-__all__ = ["POINTER_SUFFIXES", "S3Target", "upload_order"]
+__all__ = ["POINTER_SUFFIXES", "RETRYABLE_CODES", "S3Target", "upload_order"]
 
 
 def upload_order(keys: Iterable[str], last: Collection[str] = ()) -> list[str]:

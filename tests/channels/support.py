@@ -22,7 +22,8 @@ from publishers.base import Release
 from rongmei.core.model import SHANGHAI, ItemMeta
 from rongmei.core.settings import ScreenGroup, Settings, Zone
 from rongmei.distribution.server import serve_in_thread
-from rongmei.storage.store import Play, Store
+from rongmei.storage.store import Store
+from rongmei.storage.tables import Play
 
 __all__ = [
     "BAOLIGE",

@@ -77,8 +77,5 @@ def test_the_scan_sees_a_channel_name_and_passes_over_prose_and_field_names(tmp_
     assert list(channel_names_in(sample)) == [(3, "wechat")]
 
 
-@pytest.mark.xfail(strict=False, reason="channel names still in modules other helpers are moving into the "
-                                        "channels: rongmei/reach/report.py and the `rongmei wechat` command "
-                                        "(rongmei/cli/commands.py)")
 def test_no_channel_is_named_outside_publishers() -> None:
     assert findings() == []

@@ -130,10 +130,7 @@ def test_channel_says_who_it_is(name: str, contract_settings: Settings) -> None:
     assert isinstance(channel.order, int)
 
 
-# WeChat's section is still declared by the core settings (WeChatSettings) until the channel owns it.
-CONFIGURED = [pytest.param(*p.values, id=p.id, marks=[*p.marks, pytest.mark.xfail(
-    strict=False, reason="WeChat's settings move from rongmei.core.settings to its own config_model")])
-    if p.values[0] == "wechat" else p for p in CHANNELS]
+CONFIGURED = CHANNELS
 
 
 @pytest.mark.parametrize("name", CONFIGURED)

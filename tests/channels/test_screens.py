@@ -29,6 +29,7 @@ from publishers.loudspeakers import LoudspeakerPublisher
 from publishers.screens import PLAYER_ASSET, ScreenPublisher
 from rongmei.core.errors import PublishError
 from rongmei.core.settings import Settings
+from rongmei.delivery.grants import replace_grants
 from rongmei.distribution.terminal_sim import (
     TerminalState,
     active_schedule,
@@ -38,7 +39,7 @@ from rongmei.distribution.terminal_sim import (
     poll_zone,
     report_plays,
 )
-from rongmei.distribution.terminals import enroll_terminal, replace_grants
+from rongmei.distribution.terminals import enroll_terminal
 from rongmei.storage.store import Store
 
 

@@ -22,14 +22,8 @@ from rongmei.core.settings import FeedSourceConfig
 from rongmei.intake.feeds.html2md import html_to_markdown, markdown_url, plain_text
 
 __all__ = [
-    "SUMMARY_LIMIT",
-    "Reprint",
-    "build_reprint",
-    "entry_key",
-    "entry_kind",
-    "published_at",
-    "reprint_id",
-    "write_drop",
+    "SUMMARY_LIMIT", "Reprint", "build_reprint", "entry_key", "entry_kind", "published_at", "reprint_id",
+    "write_drop"
 ]
 
 SUMMARY_LIMIT = 120  # WeChat's enforced digest limit (the wechat channel's precheck)

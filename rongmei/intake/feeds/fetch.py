@@ -13,16 +13,8 @@ import requests
 from rongmei.core.errors import RongmeiError
 
 __all__ = [
-    "CONNECT_TIMEOUT",
-    "MAX_FEED_BYTES",
-    "READ_TIMEOUT",
-    "USER_AGENT",
-    "XML_ENCODING_DECL",
-    "FeedFetchError",
-    "Fetched",
-    "fetch",
-    "parse",
-    "short_reason",
+    "CONNECT_TIMEOUT", "MAX_FEED_BYTES", "READ_TIMEOUT", "USER_AGENT", "XML_ENCODING_DECL", "FeedFetchError",
+    "Fetched", "fetch", "parse", "short_reason"
 ]
 
 USER_AGENT = "rongmei-feeds/0.1 (RSS/Atom reprint ingest of a county media center; conditional GET)"

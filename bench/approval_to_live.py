@@ -62,8 +62,8 @@ def main() -> None:
         os.environ.update({"RONGMEI_CONTENT_DIR": str(root / "content"), "RONGMEI_DATA_DIR": str(root / "data"),
                            "RONGMEI_SETTLE_SECONDS": "0.2"})
         import requests
-
         from conftest import PREFECT_PORT, PrefectStack, free_port, write_drop
+
         from rongmei.core.settings import Settings
         from rongmei.distribution.server import serve_in_thread
         from rongmei.review.reviewers import enroll
@@ -78,9 +78,9 @@ def main() -> None:
         stack.deploy_and_work()
         try:
             from prefect.flow_runs import resume_flow_run
+            from review_helpers import await_pause, code_for, review_run_id
 
             from flows.ingest import ingest
-            from review_helpers import await_pause, code_for, review_run_id
 
             store = Store.from_settings(settings)
             total = args.items + args.cold_items

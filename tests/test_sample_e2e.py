@@ -14,14 +14,14 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from conftest import age_tree
 from flows.ingest import ingest
-from review_helpers import await_final, code_for, review_run_id, sign
 from rongmei.distribution.server import serve_in_thread
 from rongmei.review.reviewers import enroll
 from rongmei.storage import ledger
 from rongmei.storage.store import Store
 from rongmei.storage.tables import Delivery
+from tests.support.drops import age_tree
+from tests.support.review import await_final, code_for, review_run_id, sign
 
 pytestmark = [pytest.mark.prefect, pytest.mark.media]
 SAMPLES = Path(__file__).resolve().parent.parent / "content" / "samples"

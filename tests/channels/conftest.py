@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from channels.support import Blobs, Clock, at
+from tests.channels.support import Blobs, Clock, at
 
 
 @pytest.fixture

@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 # The test plugins (tests/plugins/testchannels.py), registered as a center registers its own channels.
-TEST_PLUGINS = {"flaky": "plugins.testchannels:FlakyPublisher", "broken": "plugins.testchannels:BrokenPublisher"}
+TEST_PLUGINS = {"flaky": "tests.plugins.testchannels:FlakyPublisher", "broken": "tests.plugins.testchannels:BrokenPublisher"}
 COUNTY, BAYAN, HONGQI, XINHUA, WULAN, BAOLIGE, WULAN_GACHA = (
     "150121", "150121101", "150121101201", "150121101202", "150121102", "150121102201", "150121102202")
 DEMO_ZONES = [

@@ -13,11 +13,9 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from channels.support import TEST_PLUGINS
 from publishers import load_publishers
 from rongmei.core.model import ItemMeta
+from tests.channels.support import TEST_PLUGINS
 
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = ("rongmei", "flows")

@@ -17,8 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from channels.support import BAYAN, DEMO_GROUPS, DEMO_ZONES, TEST_PLUGINS, Blobs, make_release
-from media_fixtures import make_image, make_speech_like
 from publishers import load_publishers
 from publishers.base import (
     RECEIPT_STATES,
@@ -35,6 +33,8 @@ from rongmei.core.model import CheckResult, ItemMeta, Kind
 from rongmei.core.settings import Settings
 from rongmei.renditions import RECIPES, produce_renditions
 from standins.wechat import StandIn, start_standin
+from tests.channels.support import BAYAN, DEMO_GROUPS, DEMO_ZONES, TEST_PLUGINS, Blobs, make_release
+from tests.support.media import make_image, make_speech_like
 
 REGISTRY = load_publishers(TEST_PLUGINS)
 BODY = "金秋时节，全旗秋粮喜获丰收。\n\n![田野](cover.jpg)\n\n科技助力，单产再创新高。"

@@ -9,7 +9,16 @@ from typing import Any
 import feedparser
 import pytest
 
-from channels.support import (
+from publishers.base import Receipt
+from publishers.loudspeakers import LoudspeakerPublisher, numeric_priority
+from publishers.screens import ScreenPublisher
+from rongmei.core.errors import ConfigError, PublishError
+from rongmei.core.model import CheckResult, ItemMeta, Severity
+from rongmei.core.settings import Settings
+from rongmei.core.zones import leaf_zones, resolve_zones
+from rongmei.distribution.terminal_sim import due_now
+from rongmei.intake.checks import run_checks
+from tests.channels.support import (
     BAOLIGE,
     BAYAN,
     COUNTY,
@@ -24,15 +33,6 @@ from channels.support import (
     channel_settings,
     make_release,
 )
-from publishers.base import Receipt
-from publishers.loudspeakers import LoudspeakerPublisher, numeric_priority
-from publishers.screens import ScreenPublisher
-from rongmei.core.errors import ConfigError, PublishError
-from rongmei.core.model import CheckResult, ItemMeta, Severity
-from rongmei.core.settings import Settings
-from rongmei.core.zones import leaf_zones, resolve_zones
-from rongmei.distribution.terminal_sim import due_now
-from rongmei.intake.checks import run_checks
 
 
 @pytest.fixture

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from channels.support import TEST_PLUGINS, Blobs, make_release
-from conftest import write_drop
-from plugins.testchannels import FlakyPublisher
 from publishers import channels_of, load_publishers, registry_for
 from rongmei.cli.status import collect, format_detail
 from rongmei.core.model import ItemMeta
@@ -16,6 +13,9 @@ from rongmei.intake.checks import run_checks
 from rongmei.intake.ingest import ingest_inbox
 from rongmei.review.prepare import render_channel_previews
 from rongmei.storage.store import Store
+from tests.channels.support import TEST_PLUGINS, Blobs, make_release
+from tests.plugins.testchannels import FlakyPublisher
+from tests.support.drops import write_drop
 
 BUILT_IN = ["web", "wechat", "screens", "loudspeakers"]
 
@@ -29,14 +29,14 @@ def test_built_in_channels_come_in_their_order_and_local_ones_after_them() -> No
 def test_broken_foreign_and_clashing_local_channels_are_reported_not_fatal(settings: Settings) -> None:
     settings.extra_publishers = {
         "missing": "no_such_module_here:Channel",
-        "foreign": "plugins.testchannels:json",  # a module, not a Publisher
-        "web": "plugins.testchannels:FlakyPublisher",  # a center's own channel in place of a built-in one
+        "foreign": "tests.plugins.testchannels:json",  # a module, not a Publisher
+        "web": "tests.plugins.testchannels:FlakyPublisher",  # a center's own channel in place of a built-in one
         "flaky": TEST_PLUGINS["flaky"],
     }
     registry = registry_for(settings)
     assert registry.errors["missing"].startswith("ModuleNotFoundError: ")
-    assert registry.errors["foreign"] == "plugins.testchannels:json is not a Publisher subclass"
-    assert "plugins.testchannels:FlakyPublisher" in registry.errors["web"]  # the clash is named
+    assert registry.errors["foreign"] == "tests.plugins.testchannels:json is not a Publisher subclass"
+    assert "tests.plugins.testchannels:FlakyPublisher" in registry.errors["web"]  # the clash is named
     assert registry.publishers["web"] is FlakyPublisher  # and the later registration is used, as before
     assert {"wechat", "screens", "loudspeakers", "flaky"} <= set(registry.publishers)
     assert not {"missing", "foreign"} & set(registry.publishers)

@@ -13,17 +13,6 @@ from typing import Any
 
 import pytest
 
-from channels.support import (
-    BAYAN,
-    HONGQI,
-    Clock,
-    Site,
-    audio_rendition,
-    card_rendition,
-    channel_settings,
-    make_release,
-    running_site,
-)
 from publishers.base import Receipt, Release
 from publishers.loudspeakers import LoudspeakerPublisher
 from publishers.screens import PLAYER_ASSET, ScreenPublisher
@@ -41,6 +30,17 @@ from rongmei.distribution.terminal_sim import (
 )
 from rongmei.distribution.terminals import enroll_terminal
 from rongmei.storage.store import Store
+from tests.channels.support import (
+    BAYAN,
+    HONGQI,
+    Clock,
+    Site,
+    audio_rendition,
+    card_rendition,
+    channel_settings,
+    make_release,
+    running_site,
+)
 
 
 @pytest.fixture

@@ -15,14 +15,14 @@ import feedparser
 import pytest
 import requests
 
-from channels.support import Blobs, Clock, jpeg
-from channels.support import make_release as support_release
 from publishers.base import Receipt, Release
 from publishers.web.channel import WebPublisher, refresh
 from publishers.web.preview import render_preview
 from publishers.web.records import article_url
 from rongmei.core.errors import PublishError
 from rongmei.core.settings import Settings
+from tests.channels.support import Blobs, Clock, jpeg
+from tests.channels.support import make_release as support_release
 
 T0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
 SITEMAP_NS = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9"}

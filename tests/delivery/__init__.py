@@ -1,0 +1,1 @@
+"""Delivery: the plan from channels' capabilities, embargoes and corrections."""

@@ -1,0 +1,1 @@
+"""The distribution server and proof of play."""

@@ -1,0 +1,1 @@
+"""Intake: reading drops, front matter, pre-checks, ingest, feed reprints."""

@@ -1,0 +1,1 @@
+"""Reach (传播监测): the report and its outputs."""

@@ -1,0 +1,1 @@
+"""Renditions: covers, cards, transcodes, loudspeaker audio, spoken articles (real ffmpeg)."""

@@ -1,0 +1,1 @@
+"""Running the system: `rongmei up`, the warm start, Prefect on PostgreSQL."""

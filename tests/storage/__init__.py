@@ -1,0 +1,1 @@
+"""Storage: the store, the ledger, state transitions and snapshots."""

@@ -1,0 +1,1 @@
+"""Targets: publishing to S3 (a real S3-protocol server)."""

@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE.parent), str(HERE.parent / "tests")]
+sys.path[:0] = [str(HERE.parent)]
 os.environ.update({"RONGMEI_CONFIG": "/nonexistent/rongmei.toml", "DO_NOT_TRACK": "1",
                    "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
 
@@ -62,25 +62,27 @@ def main() -> None:
         os.environ.update({"RONGMEI_CONTENT_DIR": str(root / "content"), "RONGMEI_DATA_DIR": str(root / "data"),
                            "RONGMEI_SETTLE_SECONDS": "0.2"})
         import requests
-        from conftest import PREFECT_PORT, PrefectStack, free_port, write_drop
 
         from rongmei.core.settings import Settings
         from rongmei.distribution.server import serve_in_thread
         from rongmei.review.reviewers import enroll
         from rongmei.storage.store import Store
+        from tests.support.drops import write_drop
+        from tests.support.environment import PREFECT_PORT, free_port
+        from tests.support.stack import PrefectStack
 
         settings = Settings()
         for sub in ("inbox", "archive", "rejected", "returned"):
             (settings.content_dir / sub).mkdir(parents=True, exist_ok=True)
         server = serve_in_thread(settings, port=free_port())
-        stack = PrefectStack(settings, PREFECT_PORT)  # conftest pointed PREFECT_API_URL there at import
+        stack = PrefectStack(settings, PREFECT_PORT)  # tests.support.environment pointed PREFECT_API_URL there
         stack.start_server()
         stack.deploy_and_work()
         try:
             from prefect.flow_runs import resume_flow_run
-            from review_helpers import await_pause, code_for, review_run_id
 
             from flows.ingest import ingest
+            from tests.support.review import await_pause, code_for, review_run_id
 
             store = Store.from_settings(settings)
             total = args.items + args.cold_items

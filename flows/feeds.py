@@ -16,7 +16,7 @@ from rongmei.core.settings import FeedSourceConfig, Settings, load_settings
 from rongmei.intake.feeds.fetch import READ_TIMEOUT
 from rongmei.intake.feeds.health import feed_health, health_markdown
 from rongmei.intake.feeds.pull import PullResult, configured_sources, pull_source
-from rongmei.storage.store import Store
+from rongmei.storage.store import Store, store_for
 
 
 @task(name="pull feed", cache_policy=NO_CACHE, task_run_name="pull {source.name}")
@@ -35,7 +35,7 @@ def pull_one(source: FeedSourceConfig, settings: Settings, store: Store, timeout
 def pull_feeds(timeout: float = READ_TIMEOUT) -> dict[str, Any]:
     """Pull every enabled source from the configuration; returns counts and per-source results."""
     settings = load_settings()
-    store = Store.from_settings(settings)
+    store = store_for(settings)
     sources = configured_sources(settings)
     futures = [pull_one.submit(source, settings, store, timeout) for source in sources]
     results: list[dict[str, Any]] = []

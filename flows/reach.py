@@ -18,7 +18,7 @@ from rongmei.core.settings import Settings, load_settings
 from rongmei.reach.outputs import display_rows, summary_markdown, write_outputs
 from rongmei.reach.report import ReachReport, gather
 from rongmei.reach.window import report_window
-from rongmei.storage.store import Store
+from rongmei.storage.store import store_for
 
 __all__ = ["gather_reach", "reach_report", "write_files"]
 
@@ -27,7 +27,7 @@ __all__ = ["gather_reach", "reach_report", "write_files"]
 def gather_reach(settings: Settings, since: str | None, until: str | None) -> ReachReport:
     """Every channel's numbers for the window, per item, day, township and display group."""
     start, end = report_window(settings, since, until)
-    return gather(Store.from_settings(settings), settings, start, end)
+    return gather(store_for(settings), settings, start, end)
 
 
 @task(name="write chart and CSV", cache_policy=NO_CACHE)

@@ -38,6 +38,7 @@ from publishers.channel_state import (
     window_end,
     write_manifest,
 )
+from publishers.reach import ChannelReach, ReachWindow, count_plays
 from rongmei.core.errors import ConfigError, PublishError
 from rongmei.core.model import CheckResult, ItemMeta, Priority, Severity
 from rongmei.core.settings import Settings
@@ -240,13 +241,9 @@ class LoudspeakerPublisher(AggregatePublisher):
     reach_columns = (("loudspeaker_plays", "村村响播放"),)
 
     @classmethod
-    def reach(cls, window: Any) -> Any:
+    def reach(cls, window: ReachWindow) -> ChannelReach:
         """Proof-of-play reports of loudspeaker terminals, per item and local day, rolled up from the village
-        to its township. A terminal enrolled with only a zone is a loudspeaker (one with a group is a screen).
-
-        `window` is a publishers.reach.ReachWindow, the answer a ChannelReach."""
-        from publishers.reach import count_plays
-
+        to its township. A terminal enrolled with only a zone is a loudspeaker (one with a group is a screen)."""
         return count_plays(window, lambda count: not count.group, by_group=False)
 
 

@@ -33,6 +33,7 @@ from publishers.channel_state import (
 )
 from publishers.loudspeakers import numeric_priority
 from publishers.prechecks import too_long
+from publishers.reach import ChannelReach, ReachWindow, count_plays
 from rongmei.core.errors import ConfigError, PublishError
 from rongmei.core.model import CheckResult, ItemMeta, Priority, Severity
 from rongmei.core.settings import Settings
@@ -193,13 +194,9 @@ class ScreenPublisher(AggregatePublisher):
     reach_columns = (("screen_plays", "大屏播放"),)
 
     @classmethod
-    def reach(cls, window: Any) -> Any:
+    def reach(cls, window: ReachWindow) -> ChannelReach:
         """Proof-of-play reports of screens, per item and local day, rolled up to township and display group.
-        A terminal enrolled with a display group is a screen, even when it also has a zone.
-
-        `window` is a publishers.reach.ReachWindow, the answer a ChannelReach."""
-        from publishers.reach import count_plays
-
+        A terminal enrolled with a display group is a screen, even when it also has a zone."""
         return count_plays(window, lambda count: bool(count.group), by_group=True)
 
 

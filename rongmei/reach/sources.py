@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from publishers.reach import ChannelDelivery, PageView, PlayCount, ReachWindow
 from rongmei.core.settings import Settings
+from rongmei.core.states import DONE_STATES
 from rongmei.core.zones import zone_index
 from rongmei.distribution.accesslog import is_page_view
 from rongmei.reach.window import local_day, utc_bounds
@@ -34,11 +35,10 @@ from rongmei.storage.store import Store
 from rongmei.storage.tables import Delivery, Play, Version
 
 __all__ = [
-    "DONE_STATES", "ReachSources", "access_log_files", "channel_deliveries", "page_views", "play_counts",
+    "ReachSources", "access_log_files", "channel_deliveries", "page_views", "play_counts",
     "published_in_window", "titles"
 ]
 
-DONE_STATES = ("succeeded", "draft_ready")  # as rongmei.delivery.deliveries: a draft never reached readers, but harmless
 
 
 # Page views ----------------------------------------------------------------------------------------------

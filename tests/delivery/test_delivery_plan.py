@@ -58,7 +58,7 @@ class Fixed(Recording):
     capabilities = Capabilities(can_update=False, can_retract=False, correction=Correction.none)
 
 
-CHANNELS = {cls.name: f"test_delivery_plan:{cls.__name__}" for cls in (InPlace, NewArticle, Fixed)}
+CHANNELS = {cls.name: f"tests.delivery.test_delivery_plan:{cls.__name__}" for cls in (InPlace, NewArticle, Fixed)}
 
 
 def calls(settings, channel: str) -> list[str]:

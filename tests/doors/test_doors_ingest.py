@@ -46,7 +46,7 @@ class ExplodingChannel(Publisher):
         raise PublishError("test channel: never publishes", retryable=False)
 
 
-EXPLODING = {"exploding": "test_doors_ingest:ExplodingChannel"}
+EXPLODING = {"exploding": "tests.doors.test_doors_ingest:ExplodingChannel"}
 
 
 def ledger_dump(store) -> str:

@@ -92,3 +92,67 @@ def test_status_shows_each_channel_with_its_note_or_why_it_is_missing(settings: 
     settings.extra_publishers = {"flaky": "no_such_module_here:Flaky"}  # the plugin went missing since
     detail = format_detail(collect(store, "notes", settings)[0])
     assert "渠道 flaky（flaky）：渠道模块加载失败：ModuleNotFoundError" in detail
+
+
+NOTICEBOARD = '''"""A village notice board: a whole new channel in one file, registered with one line of rongmei.toml."""
+
+from typing import ClassVar
+
+from pydantic import BaseModel
+
+from publishers.base import Capabilities, Publisher, Receipt, Release
+from rongmei.core.model import CheckResult, Severity
+
+
+class BoardSettings(BaseModel):
+    board_width: int = 24  # characters a line of the board shows
+
+
+class NoticeBoard(Publisher):
+    name: ClassVar[str] = "noticeboard"
+    label = "村务公开栏"
+    color = "#8c564b"
+    default_kinds = ("notice",)
+    config_model = BoardSettings
+    capabilities = Capabilities(can_update=False, can_retract=False, note="Printed and pinned by hand.")
+    reach_columns = (("board_readers", "公开栏读者"),)
+
+    @classmethod
+    def precheck(cls, meta, body, files, settings):
+        width = cls.config_of(settings).board_width
+        if len(meta.title) <= width:
+            return []
+        return [CheckResult(code="noticeboard.title", severity=Severity.blocking, channel=cls.name,
+                            message=f"标题超过公开栏一行的 {width} 个字。", fix="请缩短标题。")]
+
+    def publish(self, release: Release) -> Receipt:
+        return Receipt(message="已打印张贴")
+'''
+
+
+def test_a_new_channel_is_one_module_and_one_line_of_configuration(settings: Settings, store: Store, tmp_path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a newcomer touches to add a channel: its module, and its registration (here `extra_publishers`;
+    an installed channel has an entry point instead). Routing, pre-checks, its own configuration section, the
+    status view and the reach report then know it without an edit anywhere else."""
+    from rongmei.reach.report import report_channels
+
+    (tmp_path / "noticeboard_channel.py").write_text(NOTICEBOARD, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("RONGMEI_NOTICEBOARD__BOARD_WIDTH", "8")  # its own section, as [noticeboard] in rongmei.toml
+    settings = Settings(content_dir=settings.content_dir, data_dir=settings.data_dir, settle_seconds=2.0,
+                        extra_publishers={"noticeboard": "noticeboard_channel:NoticeBoard"})
+
+    assert registry_for(settings).errors == {}
+    assert "noticeboard" in channels_of(ItemMeta(id="water", title="停水通知", author="村委会", kind="notice"), settings)
+    assert "noticeboard" not in channels_of(ItemMeta(id="harvest", title="秋粮丰收", author="张三", kind="article"), settings)
+    assert registry_for(settings).publishers["noticeboard"].config_of(settings).board_width == 8
+    found = run_checks(ItemMeta(id="water", title="明日上午全村停水检修的通知", author="村委会", kind="notice"), "正文。", {}, settings)
+    assert [c.code for c in found if c.channel == "noticeboard"] == ["noticeboard.title"]
+    assert [(c.name, c.label) for c in report_channels(settings)][-1] == ("noticeboard", "村务公开栏")
+
+    write_drop(settings.inbox, "water", "title: 停水\nauthor: 村委会\nkind: notice")
+    outcome, = ingest_inbox(settings, store)
+    assert outcome.status == "ingested"
+    detail = format_detail(collect(store, outcome.item_id, settings)[0])
+    assert "渠道 noticeboard（村务公开栏）：Printed and pinned by hand." in detail

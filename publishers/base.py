@@ -24,6 +24,7 @@ from publishers.reach import ChannelReach, ReachWindow
 from rongmei.core.errors import ConfigError, PublishError
 from rongmei.core.model import CheckResult, ItemMeta
 from rongmei.core.settings import Settings
+from rongmei.core.states import DeliveryState
 
 if TYPE_CHECKING:
     import typer
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 # The delivery states a channel may answer with (Receipt.state); the delivery layer adds the others.
-RECEIPT_STATES = ("succeeded", "draft_ready", "unconfirmed")
+RECEIPT_STATES = (DeliveryState.succeeded, DeliveryState.draft_ready, DeliveryState.unconfirmed)
 
 
 class Correction(StrEnum):

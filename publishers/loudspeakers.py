@@ -38,9 +38,10 @@ from publishers.channel_state import (
     window_end,
     write_manifest,
 )
+from publishers.prechecks import unknown_names
 from publishers.reach import ChannelReach, ReachWindow, count_plays
 from rongmei.core.errors import ConfigError, PublishError
-from rongmei.core.model import CheckResult, ItemMeta, Priority, Severity
+from rongmei.core.model import CheckResult, ItemMeta, Priority
 from rongmei.core.settings import Settings
 from rongmei.core.zones import leaf_zones, resolve_zones, unknown_zones, zone_name
 from rongmei.targets.base import Target
@@ -106,17 +107,10 @@ class LoudspeakerPublisher(AggregatePublisher):
     @classmethod
     def check_front_matter(cls, meta: ItemMeta, settings: Settings) -> list[CheckResult]:
         """Every code in `zones` must be a configured township or village (blocking)."""
-        missing = unknown_zones(meta.zones, settings)
-        if not missing:
-            return []
         known = "、".join(f"{z.code}（{z.name}）" for z in settings.zones[:8]) or "（尚未配置任何区域）"
-        return [CheckResult(
-            code="zones.unknown",
-            severity=Severity.blocking,
-            message=f"播出区域（zones）中有未知的行政区划代码：{'、'.join(missing)}。",
-            fix=f"请改用已配置的苏木镇街道或嘎查村社区代码，例如：{known}；如是新区域，请管理员在 rongmei.toml 中添加。",
-            channel=cls.name,
-        )]
+        return unknown_names(cls.name, "zones.unknown", unknown_zones(meta.zones, settings),
+                             "播出区域（zones）中有未知的行政区划代码：",
+                             f"请改用已配置的苏木镇街道或嘎查村社区代码，例如：{known}；如是新区域，请管理员在 rongmei.toml 中添加。")
 
     # Actions ---------------------------------------------------------------------------------------------
     def publish(self, release: Release) -> Receipt:

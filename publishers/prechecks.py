@@ -1,5 +1,6 @@
-"""Findings several channels' pre-checks make, worded once for editors: a field too long for the channel.
-Each channel decides its own limits; only the wording is shared.
+"""Findings several channels' pre-checks make, worded once for editors: a field too long for the channel, and
+names in a front-matter field the configuration does not know. Each channel decides its own rules; only the
+wording is shared.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from collections.abc import Mapping
 
 from rongmei.core.model import CheckResult, ItemMeta, Severity
 
-__all__ = ["FIELD_LABELS", "too_long"]
+__all__ = ["FIELD_LABELS", "too_long", "unknown_names"]
 
 FIELD_LABELS = {"title": "标题", "author": "作者", "summary": "摘要"}
 
@@ -28,3 +29,11 @@ def too_long(channel: str, channel_label: str, meta: ItemMeta, limits: Mapping[s
                 channel=channel,
             ))
     return found
+
+
+def unknown_names(channel: str, code: str, missing: list[str], message: str, fix: str) -> list[CheckResult]:
+    """One blocking finding for the names in `missing` (none when it is empty); `message` ends in the list."""
+    if not missing:
+        return []
+    return [CheckResult(code=code, severity=Severity.blocking, message=f"{message}{'、'.join(missing)}。", fix=fix,
+                        channel=channel)]

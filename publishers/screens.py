@@ -32,10 +32,10 @@ from publishers.channel_state import (
     write_manifest,
 )
 from publishers.loudspeakers import numeric_priority
-from publishers.prechecks import too_long
+from publishers.prechecks import too_long, unknown_names
 from publishers.reach import ChannelReach, ReachWindow, count_plays
 from rongmei.core.errors import ConfigError, PublishError
-from rongmei.core.model import CheckResult, ItemMeta, Priority, Severity
+from rongmei.core.model import CheckResult, ItemMeta, Priority
 from rongmei.core.settings import Settings
 from rongmei.core.zones import resolve_groups, unknown_groups
 from rongmei.targets.base import Target
@@ -95,17 +95,10 @@ class ScreenPublisher(AggregatePublisher):
     @classmethod
     def check_front_matter(cls, meta: ItemMeta, settings: Settings) -> list[CheckResult]:
         """Every group in `screens` must be a configured display group (blocking)."""
-        missing = unknown_groups(meta.screens, settings)
-        if not missing:
-            return []
         known = "、".join(f"{g.id}（{g.name}）" for g in settings.screen_groups) or "（尚未配置任何大屏分组）"
-        return [CheckResult(
-            code="screens.unknown",
-            severity=Severity.blocking,
-            message=f"大屏分组（screens）中有未知的分组：{'、'.join(missing)}。",
-            fix=f"请改用已配置的大屏分组：{known}；如是新分组，请管理员在 rongmei.toml 中添加。",
-            channel=cls.name,
-        )]
+        return unknown_names(cls.name, "screens.unknown", unknown_groups(meta.screens, settings),
+                             "大屏分组（screens）中有未知的分组：",
+                             f"请改用已配置的大屏分组：{known}；如是新分组，请管理员在 rongmei.toml 中添加。")
 
     def publish(self, release: Release) -> Receipt:
         return self._put(release, previous=None)

@@ -3,4 +3,4 @@
 Nothing here imports anything of ours from a floor above.
 """
 
-__all__ = ["errors", "files", "labels", "media_settings", "model", "settings", "states", "zones"]
+__all__ = ["errors", "faults", "files", "labels", "media_settings", "model", "settings", "states", "zones"]

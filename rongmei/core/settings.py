@@ -177,6 +177,11 @@ class Settings(BaseSettings):
     )
     publish_retries: int = Field(default=3, description="Retries of a channel delivery that may succeed later.")
     publish_retry_delay: float = Field(default=10.0, description="First retry delay in seconds; doubles each time.")
+    delivery_lease_seconds: float = Field(
+        default=300.0,
+        description="How long a publish run owns a delivery without showing signs of life (it renews the lease at "
+        "every step it records); after that the delivery counts as abandoned and the reconciler takes it over.",
+    )
     timezone: str = Field(default="Asia/Shanghai", description="Zone for times without an offset.")
 
     @classmethod

@@ -156,6 +156,11 @@ class Delivery(Base):
     url: Mapped[str] = mapped_column(Text, default="")
     message: Mapped[str] = mapped_column(Text, default="")
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The lease (rongmei.delivery.leases): who is calling the channel for this delivery now, and until when.
+    # A delivery "in_progress" whose lease expired was abandoned (its run died); it is taken over only after the
+    # channel said what actually happened.
+    lease_holder: Mapped[str] = mapped_column(String(120), default="", server_default=text("''"))
+    lease_expires: Mapped[datetime | None] = mapped_column(nullable=True, default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

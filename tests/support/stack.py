@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rongmei.core.settings import Settings
-from rongmei.runtime.pgcluster import PrivateCluster
+from rongmei.runtime.pgcluster import PrivateCluster, cluster_for
 from tests.support.paths import ROOT
 
 
@@ -84,8 +84,21 @@ class PrefectStack:
         self.start_server()
         self._start_worker()
 
+    @property
+    def cluster(self) -> PrivateCluster:
+        """The Prefect server's private PostgreSQL (under root in /var/lib/rongmei/prefect-pg/, see pgcluster)."""
+        return cluster_for(self.settings.data_dir)
+
     def stop(self) -> None:
         self.stack.stop()
+
+    def remove_cluster(self) -> None:
+        """After `stop`: the cluster lives outside the data dir when the suite runs as root."""
+        cluster = self.cluster
+        if cluster.running():
+            cluster.stop()
+        for path in (cluster.root, cluster.socket_dir):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def stack_worker_env(wechat_base_url: str) -> dict[str, str]:

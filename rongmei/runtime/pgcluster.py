@@ -34,13 +34,14 @@ from pathlib import Path
 from rongmei.core.errors import ConfigError
 
 __all__ = [
-    "LOCATION_FILE", "SOCKET_PORT", "SYSTEM_CLUSTERS", "PrivateCluster", "available", "cluster_for", "pg_binary"
+    "INSTALL_HINT", "LOCATION_FILE", "SOCKET_PORT", "SYSTEM_CLUSTERS", "PrivateCluster", "available", "cluster_for",
+    "pg_binary"
 ]
 
 SOCKET_PORT = 5432  # only names the socket file: the cluster listens on no TCP address
 SYSTEM_CLUSTERS = Path("/var/lib/rongmei/prefect-pg")  # root's clusters, one per data dir
 LOCATION_FILE = "prefect-pg.location"  # in the data dir: the absolute path of its cluster
-SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with its NUL; PostgreSQL refuses longer socket paths
+_SOCKET_PATH_MAX = 107  # sun_path is 108 bytes with its NUL; PostgreSQL refuses longer socket paths
 INSTALL_HINT = "install Debian's `postgresql` package (`apt-get install postgresql`; `make up` does it)"
 
 
@@ -95,7 +96,7 @@ class PrivateCluster:
         directory of the cluster's own in /tmp, named after the cluster."""
         if self._socket_dir is None:
             inside = self.root / "run"
-            if len(f"{inside}/.s.PGSQL.{SOCKET_PORT}.lock".encode()) <= SOCKET_PATH_MAX:
+            if len(f"{inside}/.s.PGSQL.{SOCKET_PORT}.lock".encode()) <= _SOCKET_PATH_MAX:
                 self._socket_dir = inside
             else:
                 self._socket_dir = Path("/tmp") / f"rongmei-pg-{os.geteuid()}-{_short_hash(str(self.root))}"

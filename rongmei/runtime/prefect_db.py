@@ -38,10 +38,10 @@ __all__ = [
 ]
 
 RECORD = Path("run") / "prefect-database"  # in the data dir
-SQLITE_CLIENT_RETRIES = 8
-SQLITE_CLIENT_ENV = {"PREFECT_CLIENT_MAX_RETRIES": str(SQLITE_CLIENT_RETRIES)}
+_SQLITE_CLIENT_RETRIES = 8
+SQLITE_CLIENT_ENV = {"PREFECT_CLIENT_MAX_RETRIES": str(_SQLITE_CLIENT_RETRIES)}
 SQLITE_SERVER_ENV = {"PREFECT_SERVER_DATABASE_TIMEOUT": "60", **SQLITE_CLIENT_ENV}
-RETRY_BUDGET_MINUTES = sum(2**n for n in range(1, SQLITE_CLIENT_RETRIES + 1)) / 60  # Prefect's backoff: 2**n s
+_RETRY_BUDGET_MINUTES = sum(2**n for n in range(1, _SQLITE_CLIENT_RETRIES + 1)) / 60  # Prefect's backoff: 2**n s
 
 
 @dataclass
@@ -55,7 +55,12 @@ class PrefectDatabase:
     def server_env(self) -> dict[str, str]:
         if self.url:
             return {"PREFECT_API_DATABASE_CONNECTION_URL": self.url}
-        return dict(SQLITE_SERVER_ENV)
+        return _unless_set(SQLITE_SERVER_ENV)
+
+
+def _unless_set(values: dict[str, str]) -> dict[str, str]:
+    """An operator's own value in the environment wins over ours."""
+    return {name: os.environ.get(name, value) for name, value in values.items()}
 
 
 def sqlite_file(settings: Settings) -> Path:
@@ -75,8 +80,8 @@ def _loudly(headline: str, details: str, settings: Settings) -> str:
         "   Then restart `rongmei up`. Or give Prefect a PostgreSQL of the center's own: "
         'prefect_database_url = "postgresql://…" in rongmei.toml.',
         f"   Until then the Prefect server runs on SQLite ({sqlite_file(settings)}): sign-offs may wait for its "
-        f"write lock, and Prefect's clients retry a locked write for up to {RETRY_BUDGET_MINUTES:g} minutes "
-        f"(PREFECT_CLIENT_MAX_RETRIES={SQLITE_CLIENT_RETRIES}).",
+        f"write lock, and Prefect's clients retry a locked write for up to {_RETRY_BUDGET_MINUTES:g} minutes "
+        f"(PREFECT_CLIENT_MAX_RETRIES={_SQLITE_CLIENT_RETRIES}).",
     ])
 
 
@@ -131,7 +136,7 @@ def read_choice(settings: Settings) -> dict[str, Any] | None:
 def client_env(settings: Settings) -> dict[str, str]:
     """What every Prefect client of the stack (deploy, worker, flow runs) needs for the recorded database."""
     recorded = read_choice(settings)
-    return dict(SQLITE_CLIENT_ENV) if recorded and recorded.get("kind") == "sqlite" else {}
+    return _unless_set(SQLITE_CLIENT_ENV) if recorded and recorded.get("kind") == "sqlite" else {}
 
 
 def describe_recorded(settings: Settings) -> str:

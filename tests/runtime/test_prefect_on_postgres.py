@@ -89,8 +89,8 @@ def broken_cluster(tmp_path: Path) -> Settings:
     return settings
 
 
-def test_a_cluster_that_cannot_start_is_said_loudly_and_sqlite_is_made_safe(broken_cluster: Settings,
-                                                                             caplog) -> None:
+def test_a_cluster_that_cannot_start_is_said_loudly_and_sqlite_is_made_safe(broken_cluster: Settings, caplog,
+                                                                             monkeypatch) -> None:
     settings = broken_cluster
     stack = Stack(settings)
     with caplog.at_level(logging.WARNING):
@@ -112,6 +112,8 @@ def test_a_cluster_that_cannot_start_is_said_loudly_and_sqlite_is_made_safe(brok
     status = describe_recorded(settings)
     assert status.startswith("Prefect 数据库：SQLite (") and "sign-offs may wait for its write lock" in status
     assert problem in status
+    monkeypatch.setenv("PREFECT_CLIENT_MAX_RETRIES", "3")  # an operator's own choice wins
+    assert prefect_env(settings, "http://127.0.0.1:1/api")["PREFECT_CLIENT_MAX_RETRIES"] == "3"
 
 
 def test_the_prefect_server_on_the_sqlite_fallback_runs_with_the_safe_settings(broken_cluster: Settings) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rongmei.core.settings import Settings
-from rongmei.runtime.pgcluster import PrivateCluster, cluster_for
+from rongmei.runtime.pgcluster import LOCATION_FILE, PrivateCluster, cluster_for
 from tests.support.paths import ROOT
 
 
@@ -29,6 +29,17 @@ def private_postgres() -> Iterator[str]:
     finally:
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def remove_private_cluster(data_dir: Path) -> None:
+    """Stop and remove the Prefect server's private cluster of a throw-away data dir, wherever it lives (run as
+    root: in /var/lib/rongmei/prefect-pg/, outside the data dir; see rongmei.runtime.pgcluster)."""
+    if not (data_dir / LOCATION_FILE).is_file():
+        return  # never started: nothing was made (and nothing of another data dir is touched)
+    cluster = cluster_for(data_dir)
+    cluster.stop()
+    for path in (cluster.root, cluster.socket_dir):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class PrefectStack:
@@ -93,12 +104,7 @@ class PrefectStack:
         self.stack.stop()
 
     def remove_cluster(self) -> None:
-        """After `stop`: the cluster lives outside the data dir when the suite runs as root."""
-        cluster = self.cluster
-        if cluster.running():
-            cluster.stop()
-        for path in (cluster.root, cluster.socket_dir):
-            shutil.rmtree(path, ignore_errors=True)
+        remove_private_cluster(self.settings.data_dir)
 
 
 def stack_worker_env(wechat_base_url: str) -> dict[str, str]:

@@ -56,7 +56,6 @@ def main() -> None:
                         help="the Prefect server's database: the private cluster `rongmei up` runs, or SQLite")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp).chmod(0o755)  # the private cluster runs as the postgres user
         os.environ["RONGMEI_PREFECT_DATABASE_URL"] = "" if args.prefect_db == "postgresql" else "sqlite"
         root = Path(tmp)
         os.environ.update({"RONGMEI_CONTENT_DIR": str(root / "content"), "RONGMEI_DATA_DIR": str(root / "data"),
@@ -129,6 +128,7 @@ def main() -> None:
             print(f"Prefect server database: {args.prefect_db}; target: p50 <= 3 s with warm start")
         finally:
             stack.stop()
+            stack.remove_cluster()  # as root it lives outside the temporary data dir
             server.stop()
 
 

@@ -74,6 +74,9 @@ def main() -> None:
                 elapsed = time.perf_counter() - start
             finally:
                 stack.stop()
+                from tests.support.stack import remove_private_cluster
+
+                remove_private_cluster(settings.data_dir)  # as root it lives outside the temporary data dir
             stored = sum(1 for r in results if r["status"] == "ingested")
         else:
             from rongmei.intake.ingest import ingest_inbox

@@ -59,10 +59,9 @@ def wechat_standin() -> Iterator[object]:
 
 @pytest.fixture(scope="session")
 def prefect_stack(wechat_standin) -> Iterator[PrefectStack]:
-    # Outside pytest's root-only tmp dir, so that the postgres user can run the Prefect server's private
-    # PostgreSQL in the data dir, as under `rongmei up`.
+    # Outside pytest's tmp dir, whose base outlives the session; the Prefect server's private PostgreSQL goes
+    # where `rongmei up` puts it (as root: /var/lib/rongmei/prefect-pg/, removed at the end).
     root = Path(tempfile.mkdtemp(prefix="rongmei-stack-"))
-    root.chmod(0o755)
     # Flow runs in the worker read their settings from the environment, as under `rongmei up`.
     os.environ.update(
         {
@@ -86,6 +85,7 @@ def prefect_stack(wechat_standin) -> Iterator[PrefectStack]:
         yield stack
     finally:
         stack.stop()
+        stack.remove_cluster()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -41,7 +41,7 @@ def status(
     item: Annotated[str | None, typer.Argument(help="Item id; omit for all items.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Items, versions, check results, sign-offs and deliveries."""
+    """Items, versions, check results, sign-offs and deliveries; and the database of the Prefect server."""
     from rongmei.cli.status import collect, format_detail, format_table
 
     settings, store = _store()
@@ -50,10 +50,11 @@ def status(
         typer.echo(f"没有编号为 {item} 的稿件。用 `rongmei status` 查看全部。", err=True)
         raise typer.Exit(1)
     from rongmei.intake.feeds.health import feed_health, health_markdown
+    from rongmei.runtime.prefect_db import describe_recorded, read_choice
 
     feeds = [] if item else feed_health(store)
     if as_json:
-        payload = items[0] if item else {"items": items, "feeds": feeds}
+        payload = items[0] if item else {"items": items, "feeds": feeds, "prefect_database": read_choice(settings)}
         typer.echo(json.dumps(payload, ensure_ascii=False, indent=2, default=str))
     elif item:
         typer.echo(format_detail(items[0]))
@@ -61,6 +62,7 @@ def status(
         typer.echo(format_table(items))
         if feeds:
             typer.echo("\n订阅源（转载来源）\n" + health_markdown(feeds))
+        typer.echo("\n" + describe_recorded(settings))
 
 
 @audit_app.command("verify")

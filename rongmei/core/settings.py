@@ -166,8 +166,9 @@ class Settings(BaseSettings):
     prefect_database_url: str = Field(
         default="",
         description="The Prefect server's database under `rongmei up`: a PostgreSQL URL, `sqlite` for Prefect's "
-        "own SQLite file, or empty for a private PostgreSQL cluster in data_dir (when Debian's postgresql is "
-        "installed and no SQLite history exists). On SQLite a sign-off can wait seconds for the write lock.",
+        "own SQLite file, or empty for a private PostgreSQL cluster (in data_dir, or under root in "
+        "/var/lib/rongmei/prefect-pg; when Debian's postgresql is installed and no SQLite history exists). On "
+        "SQLite a sign-off can wait seconds for the write lock.",
     )
     s3_bucket: str = Field(default="", description="Publish to this S3 bucket instead of data_dir/site.")
     s3_endpoint_url: str = Field(default="", description="S3-compatible endpoint (OSS, COS, MinIO).")

@@ -5,6 +5,6 @@ This package's import must stay free (the warm-start client is imported on every
 """
 
 __all__ = [
-    "launch", "orchestration", "pgcluster", "supervisor", "up", "warmstart", "warmstart_protocol",
+    "launch", "orchestration", "pgcluster", "prefect_db", "supervisor", "up", "warmstart", "warmstart_protocol",
     "warmstart_server", "worker", "workpool"
 ]

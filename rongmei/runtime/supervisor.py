@@ -79,6 +79,8 @@ def run_stack(*, prefect_port: int | None, samples: bool, demo: bool, echo: Echo
                 ]
             )
         )
+        if stack.prefect_db_problem:  # said when it happened, and again here where it cannot scroll away
+            echo(stack.prefect_db_problem, err=True)
         if demo_ids:
             echo(
                 "DEMO MODE (not for a real installation): demo reviewers " + ", ".join(demo_ids) + ". In the "

@@ -3,8 +3,9 @@
 Starts the Prefect server (its private PostgreSQL, telemetry off, an API login: see `api_auth`), registers the
 deployments from prefect.yaml, starts our process worker (`rongmei.runtime.worker`), the distribution server and
 what the channels run locally (the WeChat stand-in without real credentials), and seeds the sample items. Ctrl-C stops the worker
-first, then the servers. Everything lives in the data dir, so a second `rongmei up` continues where the first
-stopped.
+first, then the servers. Everything lives in the data dir (under root the Prefect server's cluster lives in
+/var/lib/rongmei, and the data dir records where: see rongmei.runtime.pgcluster), so a second `rongmei up`
+continues where the first stopped.
 """
 
 from __future__ import annotations
@@ -28,9 +29,8 @@ import requests
 from rongmei.core.errors import ConfigError
 from rongmei.core.files import PROJECT_ROOT
 from rongmei.core.settings import Settings
-from rongmei.runtime import pgcluster
 from rongmei.runtime.orchestration import api_auth_file
-from rongmei.runtime.pgcluster import PrivateCluster
+from rongmei.runtime.prefect_db import choose_prefect_database, client_env, record_choice
 from rongmei.runtime.warmstart_protocol import SOCKET_ENV
 from rongmei.storage.privacy import private_file
 
@@ -91,6 +91,7 @@ def prefect_env(settings: Settings, api_url: str) -> dict[str, str]:
             "RONGMEI_DATA_DIR": str(settings.data_dir.resolve()),
         }
     )
+    env.update(client_env(settings))  # e.g. longer retries when the server runs on SQLite
     config = Path(os.environ.get("RONGMEI_CONFIG", "rongmei.toml"))
     if config.is_file():
         env["RONGMEI_CONFIG"] = str(config.resolve())
@@ -119,7 +120,8 @@ class Stack:
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
     stoppers: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
     api_url: str = ""
-    prefect_db: str = "SQLite (Prefect's own file)"
+    prefect_db: str = "SQLite (Prefect's own file)"  # what `prefect_database` chose, as printed
+    prefect_db_problem: str = ""  # why the private PostgreSQL is not used, with the fix
 
     def start_process(self, name: str, args: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
         out = private_file(log_file)  # kept open for the child's lifetime
@@ -144,40 +146,27 @@ class Stack:
             stopper()
 
 
-def prefect_database(stack: Stack, settings: Settings) -> str | None:
-    """The Prefect server's database URL, or None for Prefect's own SQLite file (see `prefect_database_url`)."""
-    choice = settings.prefect_database_url
-    if choice == "sqlite":
-        return None
-    if choice:
-        stack.prefect_db = "PostgreSQL (prefect_database_url)"
-        return settings.prefect_db_url()
-    cluster = PrivateCluster(settings.data_dir / "prefect-pg")
-    if not pgcluster.available():
-        log.warning("PostgreSQL is not installed: the Prefect server uses SQLite, where sign-offs can wait "
-                    "seconds for its write lock (install Debian's postgresql, or set prefect_database_url)")
-        return None
-    if (settings.data_dir / "prefect" / "prefect.db").exists() and not cluster.data.exists():
-        log.warning("The Prefect server keeps its SQLite file, which holds this center's runs (waiting reviews "
-                    "among them); set prefect_database_url = \"sqlite\" to silence this")
-        return None
-    try:
-        url = cluster.start()
-    except ConfigError as exc:
-        log.warning("The private PostgreSQL for Prefect did not start (%s); using SQLite instead", exc)
-        return None
-    if all(name != "prefect-pg" for name, _ in stack.stoppers):  # a Prefect restart reuses the running cluster
+def prefect_database(stack: Stack, settings: Settings) -> dict[str, str]:
+    """Choose the Prefect server's database (rongmei.runtime.prefect_db), start the private cluster when it is
+    the choice, record the choice for the stack's clients and `rongmei status`, and say loudly why the
+    private cluster is not used when it is not. Returns the settings the server needs for it."""
+    database = choose_prefect_database(settings)
+    record_choice(settings, database)
+    stack.prefect_db, stack.prefect_db_problem = database.description, database.problem
+    if database.problem:
+        log.warning("%s", database.problem)
+    cluster = database.cluster
+    if cluster is not None and all(name != "prefect-pg" for name, _ in stack.stoppers):  # a restart reuses it
         stack.stoppers.insert(0, ("prefect-pg", cluster.stop))  # stoppers run last-first: after every service
-    stack.prefect_db = f"private PostgreSQL in {cluster.root}"
-    return url
+    return database.server_env()
 
 
 def start_prefect(stack: Stack, settings: Settings, port: int) -> str:
     api_url = f"http://127.0.0.1:{port}/api"
+    database_env = prefect_database(stack, settings)  # first: the clients' settings depend on the choice
     env = prefect_env(settings, api_url)
     env[SERVER_AUTH_ENV] = env[CLIENT_AUTH_ENV]  # the server checks what every client sends
-    if database := prefect_database(stack, settings):  # only the server talks to its database
-        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database
+    env.update(database_env)  # only the server talks to its database
     logs = settings.data_dir / "logs"
     proc = stack.start_process(
         "prefect",

@@ -3,9 +3,11 @@
 The data dir holds what must not leak before publication or at all: the database (unpublished items, the
 ledger), blobs and previews of items still in review, logs, reviewers' TOTP secrets, the Prefect API login,
 the WeChat token and the ledger key. Every directory in it is made 0700 and every file at its top 0600 (they
-are created ahead, so nothing new lands in an open one). The data dir itself is 0711: others may pass through
-it but not list it, because the Prefect server's PostgreSQL runs as the `postgres` user in `prefect-pg/`
-(issue 13 moves it out); the published site in `site/` is public anyway. The editors' drop tree (`content/`)
+are created ahead, so nothing new lands in an open one). The data dir itself is 0700 too; only a data dir
+that still holds a Prefect cluster run by the `postgres` user (`prefect-pg/`, made by a release that kept it
+there when started as root) stays 0711, so that `postgres` may pass through to it but nobody may list it. New
+clusters of root's live outside the data dir (rongmei.runtime.pgcluster). The published site in `site/` is
+public anyway. The editors' drop tree (`content/`)
 is deliberately left alone: editors, perhaps as other users over a share, must write into it.
 """
 
@@ -27,7 +29,7 @@ SHARED_DIRS = ("site", "prefect-pg")  # public output; the cluster's own modes (
 def make_private(settings: Settings) -> None:
     data = Path(settings.data_dir)
     data.mkdir(parents=True, exist_ok=True)
-    _chmod(data, 0o711)
+    _chmod(data, 0o711 if _postgres_runs_a_cluster_in(data) else 0o700)
     for name in PRIVATE_DIRS:
         (data / name).mkdir(mode=0o700, exist_ok=True)
     for entry in data.iterdir():
@@ -45,6 +47,14 @@ def private_file(path: Path, mode: str = "ab"):  # type: ignore[no-untyped-def]
     path.parent.mkdir(parents=True, exist_ok=True)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if "a" in mode else os.O_TRUNC)
     return os.fdopen(os.open(path, flags, 0o600), mode, **({} if "b" in mode else {"encoding": "utf-8"}))
+
+
+def _postgres_runs_a_cluster_in(data: Path) -> bool:
+    version = data / "prefect-pg" / "data" / "PG_VERSION"
+    try:
+        return os.geteuid() == 0 and version.stat().st_uid != 0  # root starts it as `postgres`, which owns it
+    except OSError:
+        return False
 
 
 def _chmod(path: Path, mode: int) -> None:

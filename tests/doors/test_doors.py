@@ -509,7 +509,7 @@ def test_ui_login_holder_cannot_run_code_through_a_deployment_of_their_own_or_a_
 def prefect_database(prefect_stack):
     import psycopg
 
-    socket_dir = prefect_stack.settings.data_dir / "prefect-pg" / "run"
+    socket_dir = prefect_stack.cluster.socket_dir
     return psycopg.connect(host=str(socket_dir), port=5432, dbname="prefect", user="postgres", autocommit=True)
 
 
@@ -588,7 +588,7 @@ def test_ui_login_holder_guessing_codes_in_the_ui_form_gets_the_reviewer_locked(
 def test_other_local_user_cannot_read_the_service_files_or_its_prefect_database(stack):
     prefect_stack, _ = stack
     data = prefect_stack.settings.data_dir
-    assert data.stat().st_mode & 0o066 == 0  # others may pass through (the postgres user), never list or write
+    assert data.stat().st_mode & 0o077 == 0  # the Prefect cluster lives outside it: nobody else even passes
     private = [data / "rongmei.db", *sorted((data / "logs").glob("*.log"))[:2], *sorted((data / "secrets").iterdir())]
     private += [next(p for p in (data / "blobs").rglob("*") if p.is_file())]
     for path in private:
@@ -599,7 +599,8 @@ def test_other_local_user_cannot_read_the_service_files_or_its_prefect_database(
         tried = subprocess.run(["runuser", "-u", "nobody", "--", "cat" if path.is_file() else "ls", str(path)],
                                capture_output=True, text=True)
         assert tried.returncode != 0 and "Permission denied" in tried.stderr, (path, tried)
-    socket_dir = data / "prefect-pg" / "run"
+    socket_dir = prefect_stack.cluster.socket_dir
+    assert socket_dir.stat().st_mode & 0o077 == 0
     psql = subprocess.run(["runuser", "-u", "nobody", "--", "psql", "-h", str(socket_dir), "-U", "postgres", "-d",
                            "prefect", "-tAc", "select 1"], capture_output=True, text=True)
     assert psql.returncode != 0, psql
@@ -615,7 +616,7 @@ def test_make_private_closes_an_older_data_dir(settings, store):
     log.write_text("x")
     log.chmod(0o644)
     make_private(settings)
-    assert settings.data_dir.stat().st_mode & 0o777 == 0o711
+    assert settings.data_dir.stat().st_mode & 0o777 == 0o700
     assert (settings.data_dir / "logs").stat().st_mode & 0o777 == 0o700
     assert log.stat().st_mode & 0o777 == 0o600
     assert Path(settings.data_dir / "rongmei.db").stat().st_mode & 0o077 == 0

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from rongmei.core.settings import Settings
-from rongmei.runtime.pgcluster import PrivateCluster
+from rongmei.runtime.pgcluster import LOCATION_FILE, PrivateCluster, cluster_for
 from tests.support.paths import ROOT
 
 
@@ -29,6 +29,17 @@ def private_postgres() -> Iterator[str]:
     finally:
         cluster.stop()
         shutil.rmtree(base, ignore_errors=True)
+
+
+def remove_private_cluster(data_dir: Path) -> None:
+    """Stop and remove the Prefect server's private cluster of a throw-away data dir, wherever it lives (run as
+    root: in /var/lib/rongmei/prefect-pg/, outside the data dir; see rongmei.runtime.pgcluster)."""
+    if not (data_dir / LOCATION_FILE).is_file():
+        return  # never started: nothing was made (and nothing of another data dir is touched)
+    cluster = cluster_for(data_dir)
+    cluster.stop()
+    for path in (cluster.root, cluster.socket_dir):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class PrefectStack:
@@ -84,8 +95,16 @@ class PrefectStack:
         self.start_server()
         self._start_worker()
 
+    @property
+    def cluster(self) -> PrivateCluster:
+        """The Prefect server's private PostgreSQL (under root in /var/lib/rongmei/prefect-pg/, see pgcluster)."""
+        return cluster_for(self.settings.data_dir)
+
     def stop(self) -> None:
         self.stack.stop()
+
+    def remove_cluster(self) -> None:
+        remove_private_cluster(self.settings.data_dir)
 
 
 def stack_worker_env(wechat_base_url: str) -> dict[str, str]:

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from rongmei.core.settings import Settings
 from rongmei.runtime.up import Stack, prefect_database, start_prefect
 from tests.support.environment import free_port, prefect_auth_header
+from tests.support.waiting import ANSWER_TIMEOUT
 
 pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
 
@@ -31,7 +32,7 @@ def test_the_prefect_server_runs_on_a_given_postgresql(tmp_path: Path, postgres_
     try:
         api = start_prefect(stack, settings, free_port())
         requests.post(f"{api}/flows/", json={"name": "签发检查"}, headers=prefect_auth_header(),
-                      timeout=30).raise_for_status()
+                      timeout=ANSWER_TIMEOUT).raise_for_status()
         with sa.create_engine(url).connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM flow WHERE name = '签发检查'")).scalar() == 1
         assert not (settings.data_dir / "prefect" / "prefect.db").exists()  # nothing went to SQLite
@@ -43,7 +44,7 @@ def test_by_default_the_stack_runs_prefect_on_its_private_cluster(prefect_stack)
     data_dir = prefect_stack.settings.data_dir
     assert (data_dir / "prefect-pg" / "data" / "PG_VERSION").is_file()
     assert not (data_dir / "prefect" / "prefect.db").exists()
-    requests.get(f"{prefect_stack.api_url}/health", timeout=10).raise_for_status()
+    requests.get(f"{prefect_stack.api_url}/health", timeout=ANSWER_TIMEOUT).raise_for_status()
 
 
 def test_an_existing_sqlite_history_is_kept_and_sqlite_can_be_chosen(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ import requests
 
 from tests.support.environment import free_port
 from tests.support.paths import ROOT
+from tests.support.waiting import ANSWER_TIMEOUT, PATIENCE, wait_until
 
 pytestmark = pytest.mark.prefect
 ROOT = ROOT
@@ -25,16 +25,17 @@ def start_up(env: dict[str, str], log: Path) -> subprocess.Popen:
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
-def wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float = 180) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float = PATIENCE) -> str:
+    def printed() -> str | None:
         content = log.read_text(errors="replace") if log.exists() else ""
         if text in content:
             return content
         if proc.poll() is not None:
             raise AssertionError(f"rongmei up exited early:\n{content[-3000:]}")
-        time.sleep(0.5)
-    raise AssertionError(f"{text!r} not printed within {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
+        return None
+
+    return wait_until(printed, timeout=timeout,
+                      message=lambda: f"{text!r} not printed:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def status_json(env: dict[str, str]) -> list[dict]:
@@ -56,25 +57,27 @@ def test_up_ingests_samples_stops_cleanly_and_restarts(tmp_path):
     output = wait_for_line(log, "Press Ctrl-C to stop.", proc)
     assert f"http://127.0.0.1:{prefect_port}" in output and "demo-editor" in output
     api = f"http://127.0.0.1:{prefect_port}/api"
-    assert requests.get(f"{api}/health", timeout=5).ok
+    assert requests.get(f"{api}/health", timeout=ANSWER_TIMEOUT).ok
     login_file = tmp_path / "data" / "secrets" / "prefect-api-auth"
     login = login_file.read_text().strip()
     assert login_file.stat().st_mode & 0o077 == 0 and f"Prefect UI login:                 {login}" in output
-    assert requests.post(f"{api}/deployments/filter", json={}, timeout=30).status_code == 401  # anonymous
-    named = requests.post(f"{api}/deployments/filter", json={}, timeout=30, auth=tuple(login.split(":", 1)))
+    assert requests.post(f"{api}/deployments/filter", json={}, timeout=ANSWER_TIMEOUT).status_code == 401  # anonymous
+    named = requests.post(f"{api}/deployments/filter", json={}, timeout=ANSWER_TIMEOUT, auth=tuple(login.split(":", 1)))
     assert {d["name"] for d in named.json()} >= {"ingest", "review", "publish", "retract"}
     samples = {p.stem if p.suffix in (".md", ".mp3") else p.name
                for p in (ROOT / "content" / "samples").iterdir() if p.suffix != ".yaml"}
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        items = {i["id"] for i in status_json(env)}
-        if samples <= items:
-            break
-        time.sleep(2)
-    assert samples <= items, f"samples not ingested: {samples - items}; log:\n{log.read_text()[-2000:]}"
+    seen: set[str] = set()
+
+    def all_ingested() -> set[str] | None:
+        seen.clear()
+        seen.update(i["id"] for i in status_json(env))
+        return set(seen) if samples <= seen else None
+
+    items = wait_until(all_ingested, interval=1, max_interval=2, message=lambda: (
+        f"samples not ingested: {samples - seen}; log:\n{log.read_text()[-2000:]}"))
 
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=PATIENCE) == 0
     assert "stopped." in log.read_text()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{prefect_port}/api/health", timeout=2)
@@ -84,4 +87,4 @@ def test_up_ingests_samples_stops_cleanly_and_restarts(tmp_path):
     assert login_file.read_text().strip() == login  # the same login on every start
     assert {i["id"] for i in status_json(env)} == items  # nothing ingested twice
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=60) == 0
+    assert proc.wait(timeout=PATIENCE) == 0

@@ -210,6 +210,28 @@ def test_a_flow_run_that_ignores_sigterm_is_killed_after_the_grace_period(warm: 
         f"pid {child} did not stop within 2 s; killing it")
 
 
+def test_a_run_whose_client_gave_up_waiting_is_not_started_a_second_time(warm: WarmServer) -> None:
+    # On a busy machine the server may answer after the client stopped waiting; that client then runs the flow
+    # cold itself, so the server must not start a second copy. Played by stopping the server while a client
+    # hands over its run and hangs up.
+    from rongmei.runtime.warmstart import send_message
+
+    run_id = str(uuid.uuid4())
+    server = warm.proc.pid
+    os.kill(server, signal.SIGSTOP)
+    try:
+        wait_until(lambda: process_states(server) == {"T"}, message="the warm server did not stop")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock, open(os.devnull, "rb") as null:
+            sock.connect(str(warm.socket))  # queued by the kernel while the server is stopped
+            send_message(sock, {"argv": [], "env": warm.client_env(PREFECT__FLOW_RUN_ID=run_id), "cwd": os.getcwd(),
+                                "python": sys.executable}, fds=[null.fileno()] * 3)
+    finally:
+        os.kill(server, signal.SIGCONT)
+    text = warm.wait_for_log(f"flow run {run_id}")  # started, or not
+    assert f"flow run {run_id} started warm" not in text
+    assert f"flow run {run_id}: the client gave up waiting; not starting it here" in text
+
+
 def test_changed_code_runs_cold_once_and_the_server_reloads(tmp_path: Path, silent_api: str) -> None:
     # A channel of the center's own (extra_publishers) is preloaded and watched like our code; it lives in
     # this test's directory, so that no other test's warm server sees it change.

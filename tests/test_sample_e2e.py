@@ -21,7 +21,8 @@ from rongmei.storage import ledger
 from rongmei.storage.store import Store
 from rongmei.storage.tables import Delivery
 from tests.support.drops import age_tree
-from tests.support.review import await_final, code_for, review_run_id, sign
+from tests.support.review import await_final, fresh_code, review_run_id, sign
+from tests.support.waiting import ANSWER_TIMEOUT
 
 pytestmark = [pytest.mark.prefect, pytest.mark.media]
 SAMPLES = Path(__file__).resolve().parent.parent / "content" / "samples"
@@ -39,34 +40,34 @@ def test_sample_article_goes_out_on_every_channel(prefect_stack, wechat_standin,
     age_tree(settings.inbox / "2026-11-harvest")
     assert [r["status"] for r in ingest()] == ["ingested"]
     run = review_run_id("2026-11-harvest")
-    sign(run, "first-0", "e-sample", code_for(settings, "e-sample"))
+    sign(run, "first-0", "e-sample", fresh_code(settings, "e-sample"))
     with store.session() as s:
         version = store.latest_version(s, "2026-11-harvest")
         renditions = set(version.renditions)
         assert {"cover_900x383", "share_image", "screen_card", "loudspeaker_audio"} <= renditions
         assert version.renditions["loudspeaker_audio"]["source"] == "tts"
         assert version.signed_hash != version.content_hash  # the sign-offs cover the renditions too
-    sign(run, "second-0", "d-sample", code_for(settings, "d-sample"))
-    sign(run, "final-0", "c-sample", code_for(settings, "c-sample"))
-    assert await_final(run, timeout=240).state.is_completed()
+    sign(run, "second-0", "d-sample", fresh_code(settings, "d-sample"))
+    sign(run, "final-0", "c-sample", fresh_code(settings, "c-sample"))
+    assert await_final(run).state.is_completed()
 
     with store.session() as s:
         deliveries = {d.channel: d for d in s.scalars(select(Delivery).where(Delivery.item_id == "2026-11-harvest"))}
         assert ledger.verify(s).ok
     assert {c: d.state for c, d in deliveries.items()} == {
         "web": "succeeded", "wechat": "succeeded", "screens": "succeeded", "loudspeakers": "succeeded"}
-    wechat_state = requests.get(f"{wechat_standin.base_url}/_standin/state", timeout=5).json()
+    wechat_state = requests.get(f"{wechat_standin.base_url}/_standin/state", timeout=ANSWER_TIMEOUT).json()
     [article] = [a for a in wechat_state["articles"] if a["url"] == deliveries["wechat"].url]
     content = article["news_item"][0]["content"]
     assert "巴彦镇" in content and "<style" not in content and "class=" not in content
 
     server = serve_in_thread(settings)
     try:
-        page = requests.get(f"{server.url}/articles/2026-11-harvest/", timeout=5)
+        page = requests.get(f"{server.url}/articles/2026-11-harvest/", timeout=ANSWER_TIMEOUT)
         assert page.status_code == 200 and "秋粮" in page.text
-        village = requests.get(f"{server.url}/loudspeakers/150121101201/playlist.json", timeout=5).json()
-        other_township = requests.get(f"{server.url}/loudspeakers/150121102201/playlist.json", timeout=5)
-        hall = requests.get(f"{server.url}/screens/hall/manifest.json", timeout=5).json()
+        village = requests.get(f"{server.url}/loudspeakers/150121101201/playlist.json", timeout=ANSWER_TIMEOUT).json()
+        other_township = requests.get(f"{server.url}/loudspeakers/150121102201/playlist.json", timeout=ANSWER_TIMEOUT)
+        hall = requests.get(f"{server.url}/screens/hall/manifest.json", timeout=ANSWER_TIMEOUT).json()
     finally:
         server.stop()
     assert "2026-11-harvest" in json.dumps(village, ensure_ascii=False)

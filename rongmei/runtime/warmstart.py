@@ -33,9 +33,16 @@ from collections.abc import Iterator
 
 from rongmei.runtime.warmstart_protocol import FORWARDED, HEADER, SOCKET_ENV, forward
 
-__all__ = ["LAUNCH_MODULE", "alive", "client", "exit_like", "main", "read_lines", "run_cold", "send_message"]
+__all__ = [
+    "CONNECT_TIMEOUT", "FIRST_REPLY_TIMEOUT", "LAUNCH_MODULE", "alive", "client", "exit_like", "main", "read_lines",
+    "run_cold", "send_message",
+]
 
 LAUNCH_MODULE = "rongmei.runtime.launch"  # checks the run's deployment, then runs prefect.engine
+CONNECT_TIMEOUT = 10  # seconds to reach the server and hand over the run
+# Seconds the server may take to check the run and fork it (a first run's settings check costs seconds on a
+# busy machine). A client that gives up runs cold; the server then sees it gone and does not start it too.
+FIRST_REPLY_TIMEOUT = 30
 
 
 def run_cold(reason: str | None) -> None:
@@ -60,7 +67,7 @@ def client() -> None:
     if not path:
         run_cold(None)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.settimeout(10)
+    sock.settimeout(CONNECT_TIMEOUT)
     try:
         sock.connect(path)
         send_message(
@@ -68,6 +75,7 @@ def client() -> None:
             {"argv": sys.argv[1:], "env": dict(os.environ), "cwd": os.getcwd(), "python": sys.executable},
             fds=[0, 1, 2],
         )
+        sock.settimeout(FIRST_REPLY_TIMEOUT)
         replies = read_lines(sock)
         first = next(replies, None)
     except OSError as exc:

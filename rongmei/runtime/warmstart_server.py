@@ -24,8 +24,8 @@ from pathlib import Path
 from rongmei.runtime.warmstart_protocol import FORWARDED, HEADER, SOCKET_ENV, forward
 
 __all__ = [
-    "IMPORT_TIME_ENV", "KILL_GRACE_SECONDS", "PRELOADED", "Request", "SettingsCheck", "changed", "main",
-    "preload", "receive", "reply", "run_engine", "say", "serve", "source_files", "why_cold"
+    "IMPORT_TIME_ENV", "KILL_GRACE_SECONDS", "PRELOADED", "Request", "SettingsCheck", "changed", "client_gone",
+    "main", "preload", "receive", "reply", "run_engine", "say", "serve", "source_files", "why_cold"
 ]
 
 # Imported once in the server so that no flow run pays for them. Our flows come on top (see `preload`).
@@ -186,6 +186,19 @@ def why_cold(request: Request, settings: SettingsCheck, sources: dict[Path, floa
     return None
 
 
+def client_gone(conn: socket.socket) -> bool:
+    """Whether the client hung up. It sends nothing after its request, so a readable end means end of file:
+    it gave up waiting for our answer (a busy machine) and is running the flow cold itself."""
+    import select
+
+    if not select.select([conn], [], [], 0)[0]:
+        return False
+    try:
+        return conn.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
+
+
 def reply(conn: socket.socket, message: dict) -> None:
     with contextlib.suppress(OSError):
         conn.sendall(json.dumps(message).encode() + b"\n")
@@ -263,6 +276,13 @@ def serve(path: Path, kill_grace: float = KILL_GRACE_SECONDS) -> Request | None:
                     reply(conn, {"cold": reason})
                     conn.close()
                     reload_when_idle = reload_when_idle or reason.startswith("code changed")
+                    continue
+                if client_gone(conn):  # a second copy of a run the client is starting cold: not ours to start
+                    say(f"flow run {request.env.get('PREFECT__FLOW_RUN_ID', '?')}: the client gave up waiting; "
+                        "not starting it here")
+                    for fd in request.fds:
+                        os.close(fd)
+                    conn.close()
                     continue
                 sys.stdout.flush()
                 sys.stderr.flush()

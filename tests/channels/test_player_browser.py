@@ -26,6 +26,7 @@ from tests.channels.support import (
     running_site,
 )
 from tests.support.paths import ARTIFACTS
+from tests.support.waiting import PATIENCE
 
 pytestmark = pytest.mark.browser
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -46,7 +47,9 @@ def page(site: Site):  # type: ignore[no-untyped-def]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
-            yield browser.new_page(viewport={"width": 960, "height": 540})
+            page = browser.new_page(viewport={"width": 960, "height": 540})
+            page.set_default_timeout(PATIENCE * 1000)  # Playwright's 30 s is not enough on a busy machine
+            yield page
         finally:
             browser.close()
 
@@ -59,8 +62,14 @@ def granted(store: Store, release, receipt: Receipt) -> Receipt:  # type: ignore
     return receipt
 
 
-def wait_for(page, condition: str, timeout: float = 15_000) -> None:  # type: ignore[no-untyped-def]
+def wait_for(page, condition: str, timeout: float = PATIENCE * 1000) -> None:  # type: ignore[no-untyped-def]
     page.wait_for_function(condition, timeout=timeout)
+
+
+def wait_for_next_card(page) -> None:  # type: ignore[no-untyped-def]
+    """Until the player has moved on to its next card (or the same one again, in a loop of one)."""
+    since = page.evaluate(f"{STATE}.current.since")
+    wait_for(page, f"{STATE}.current.since !== {json.dumps(since)}")
 
 
 def test_player_shows_switches_survives_outage_and_reports(settings: Settings, site: Site, page,
@@ -107,7 +116,8 @@ def test_player_shows_switches_survives_outage_and_reports(settings: Settings, s
     bad_sha = bad.renditions["screen_card"]["sha256"]
     (settings.site_dir / "media" / f"{bad_sha}.png").write_bytes(b"swapped on the server")
     wait_for(page, f"{STATE}.rejected.length >= 1 && {STATE}.manifestVersion === 4")
-    page.wait_for_timeout(2500)  # two more card loops
+    wait_for_next_card(page)  # two more card loops, whatever time they take
+    wait_for_next_card(page)
     seen = page.evaluate(f"{STATE}.current.item")
     assert seen == "road"
     assert not any(p.item_id == "tampered" for p in site.plays())
@@ -116,8 +126,7 @@ def test_player_shows_switches_survives_outage_and_reports(settings: Settings, s
     sent_before = page.evaluate(f"{STATE}.playsSent")
     site.down()
     wait_for(page, f"{STATE}.online === false && {STATE}.playsBuffered >= 2")
-    since = page.evaluate(f"{STATE}.current.since")
-    wait_for(page, f"{STATE}.current.since !== {json.dumps(since)}")  # still looping
+    wait_for_next_card(page)  # still looping
     assert page.evaluate(f"{STATE}.current.item") == "road"
     assert page.locator("#status").get_attribute("class") == "offline"
     page.screenshot(path=str(ARTIFACTS / "player-offline.png"))

@@ -23,6 +23,7 @@ from rongmei.core.errors import PublishError
 from rongmei.core.settings import Settings
 from tests.channels.support import Blobs, Clock, jpeg
 from tests.channels.support import make_release as support_release
+from tests.support.waiting import ANSWER_TIMEOUT
 
 T0 = datetime(2026, 11, 3, 8, 0, tzinfo=UTC)
 SITEMAP_NS = {"s": "http://www.sitemaps.org/schemas/sitemap/0.9"}
@@ -51,7 +52,7 @@ class QuietHandler(SimpleHTTPRequestHandler):
 
 def get_text(url: str) -> tuple[int, str]:
     """Status and UTF-8 body (the stdlib server sends no charset; our pages declare UTF-8 in <meta>)."""
-    response = requests.get(url, timeout=5)
+    response = requests.get(url, timeout=ANSWER_TIMEOUT)
     return response.status_code, response.content.decode("utf-8")
 
 
@@ -92,16 +93,16 @@ def test_publish_builds_index_article_tags_feed_and_sitemap(web: WebPublisher, b
     assert status == 200 and "harvest 标题" in page and "<h2" in page
     sha = hashlib.sha256(image).hexdigest()
     assert f'src="../../media/{sha}.jpg"' in page and "images/field.jpg" not in page
-    served = requests.get(f"{site}/media/{sha}.jpg", timeout=5)
+    served = requests.get(f"{site}/media/{sha}.jpg", timeout=ANSWER_TIMEOUT)
     assert served.status_code == 200 and served.content == image
-    assert requests.get(f"{site}/static/site.css", timeout=5).status_code == 200
+    assert requests.get(f"{site}/static/site.css", timeout=ANSWER_TIMEOUT).status_code == 200
 
     index = get_text(f"{site}/")[1]
     assert 'href="articles/harvest/"' in index and "harvest 标题" in index
     status, tag_page = get_text(f"{site}/tags/%E5%86%9C%E4%B8%9A/")  # /tags/农业/
     assert status == 200 and "harvest 标题" in tag_page and "标签：农业" in tag_page
 
-    feed = feedparser.parse(requests.get(f"{site}/feed.xml", timeout=5).content)
+    feed = feedparser.parse(requests.get(f"{site}/feed.xml", timeout=ANSWER_TIMEOUT).content)
     assert not feed.bozo and feed.feed.title == settings.center_name
     assert [(e.title, e.link) for e in feed.entries] == [("harvest 标题", "http://127.0.0.1:8800/articles/harvest/")]
     assert sitemap_locs(settings) == ["http://127.0.0.1:8800/", "http://127.0.0.1:8800/articles/harvest/"]

@@ -24,6 +24,7 @@ from publishers.wechat.client import (
 from publishers.wechat.config import WeChatSettings
 from standins.wechat import StandIn, start_standin
 from tests.support.paths import ROOT
+from tests.support.waiting import ANSWER_TIMEOUT
 
 SECRET = "s3cret-value-never-logged"
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 200
@@ -33,7 +34,8 @@ JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 200
 def standin() -> Iterator[StandIn]:
     started = time.perf_counter()
     server = start_standin(app_id="wxclient01", secret=SECRET)
-    assert time.perf_counter() - started < 1.0
+    # Cheap enough to start for every test (no waiting for readiness): seconds even on a busy machine.
+    assert time.perf_counter() - started < 10.0
     yield server
     server.stop()
 
@@ -98,7 +100,7 @@ def test_drafts_are_sent_as_utf8_and_escaped_json_is_refused(tmp_path, standin, 
                "thumb_media_id": thumb}
     media_id = client.add_draft(article)
     assert client.get_draft(media_id)["news_item"][0]["title"] == "草原防火“十不准”"
-    escaped = requests.post(f"{standin.base_url}/cgi-bin/draft/add", timeout=5,
+    escaped = requests.post(f"{standin.base_url}/cgi-bin/draft/add", timeout=ANSWER_TIMEOUT,
                             params={"access_token": client.access_token()},
                             data=json.dumps({"articles": [article]}).encode())  # ensure_ascii=True: \uXXXX
     assert escaped.json()["errcode"] == 40033
@@ -140,10 +142,10 @@ def test_unverified_accounts_get_48001_on_freepublish_and_quotas_45009(tmp_path,
 
 
 def test_legacy_token_endpoint_and_inspection(standin):
-    answer = requests.get(f"{standin.base_url}/cgi-bin/token", timeout=5,
+    answer = requests.get(f"{standin.base_url}/cgi-bin/token", timeout=ANSWER_TIMEOUT,
                           params={"grant_type": "client_credential", "appid": "wxclient01", "secret": SECRET}).json()
     assert answer["expires_in"] == 7200 and answer["access_token"]
-    state = requests.get(f"{standin.base_url}/_standin/state", timeout=5).json()
+    state = requests.get(f"{standin.base_url}/_standin/state", timeout=ANSWER_TIMEOUT).json()
     assert state["tokens_issued"] == 1 and state["faults"]["title_limit"] == 32
 
 
@@ -153,10 +155,10 @@ def test_runs_as_a_module(tmp_path):
     try:
         line = proc.stdout.readline()
         base_url = line.split(" on ")[1].split()[0]
-        assert requests.get(f"{base_url}/_standin/state", timeout=5).json()["drafts"] == []
+        assert requests.get(f"{base_url}/_standin/state", timeout=ANSWER_TIMEOUT).json()["drafts"] == []
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        proc.wait(timeout=ANSWER_TIMEOUT)
 
 
 def test_the_app_secret_lives_in_the_secrets_dir_not_in_a_prefect_block(tmp_path, standin):

@@ -29,6 +29,7 @@ from rongmei.core.model import ItemMeta
 from rongmei.core.settings import Settings
 from standins.wechat import StandIn, start_standin
 from tests.support.paths import ROOT
+from tests.support.waiting import ANSWER_TIMEOUT, wait_until
 
 FAST = (0.01, 0.01, 0.01, 0.01, 0.01)
 BODY = """金秋时节，走进巴彦镇的田间地头，到处是一派繁忙的丰收景象。
@@ -89,7 +90,7 @@ def harvest(tmp_path: Path, **meta: Any) -> Release:
 
 
 def state(standin: StandIn) -> dict[str, Any]:
-    return requests.get(f"{standin.base_url}/_standin/state", timeout=5).json()
+    return requests.get(f"{standin.base_url}/_standin/state", timeout=ANSWER_TIMEOUT).json()
 
 
 def publisher(settings: Settings, **kwargs: Any) -> WeChatPublisher:
@@ -115,9 +116,9 @@ def test_full_publish_uploads_images_and_cover_and_records_the_article(tmp_path,
     assert "旗统计局<sup" in content and "https://stats.example.cn/2026" in content  # link became a note
     assert news["digest"] == release.meta.summary and news["author"] == "张晓梅"
     # The cover is the drop's cover.jpg, uploaded unchanged as a permanent image.
-    cover = requests.get(seen["materials"][news["thumb_media_id"]]["url"], timeout=5).content
+    cover = requests.get(seen["materials"][news["thumb_media_id"]]["url"], timeout=ANSWER_TIMEOUT).content
     assert cover == release.file_path("cover.jpg").read_bytes()
-    page = requests.get(receipt.url, timeout=5)
+    page = requests.get(receipt.url, timeout=ANSWER_TIMEOUT)
     assert page.status_code == 200 and "巴彦镇" in page.text
 
 
@@ -151,6 +152,9 @@ def test_submit_timeout_is_reconciled_without_a_second_article(tmp_path, standin
     with pytest.raises(WeChatError) as caught:
         channel.publish(harvest(tmp_path))
     assert caught.value.state == "unconfirmed" and caught.value.details["submit_sent"]
+    # The premise: the submit did take effect (on a busy machine the stand-in may get to it only after the
+    # client gave up waiting), so a second submit by the retry would be a second article.
+    wait_until(lambda: len(state(standin)["publishes"]) == 1, message="the late submit never took effect")
 
     standin.set_faults(submit_delay=0)
     retry = Release(**{**harvest(tmp_path).__dict__, "extra": {"previous_attempt": caught.value.details}})
@@ -201,7 +205,7 @@ def test_retraction_deletes_the_article_for_good(tmp_path, standin, wechat_setti
     assert WeChatPublisher.capabilities.retract_is_final and not WeChatPublisher.capabilities.can_update
     client = WeChatClient(WeChatPublisher.config_of(wechat_settings), wechat_settings.data_dir)
     assert client.publish_status(published.details["publish_id"])["publish_status"] == 5
-    assert requests.get(published.url, timeout=5).status_code == 404
+    assert requests.get(published.url, timeout=ANSWER_TIMEOUT).status_code == 404
     again = channel.retract("2026-11-harvest", published, "数据有误")  # already gone: nothing left to do
     assert "找不到" in again.message
 
@@ -238,14 +242,14 @@ def test_article_without_pictures_gets_a_generated_cover_and_reprints_name_the_s
     news = state(standin)["articles"][0]["news_item"][0]
     assert receipt.details["cover"] == "generated"
     assert news["content_source_url"] == "https://www.news.cn/a.html" and "转载自：新华社" in news["content"]
-    cover = Image.open(io.BytesIO(requests.get(news["thumb_url"], timeout=5).content))
+    cover = Image.open(io.BytesIO(requests.get(news["thumb_url"], timeout=ANSWER_TIMEOUT).content))
     assert cover.size == (900, 383)
 
 
 def test_article_stats_per_msgid(tmp_path, standin, wechat_settings):
     receipt = publisher(wechat_settings).publish(harvest(tmp_path))
     yesterday = date.today() - timedelta(days=1)
-    requests.post(f"{standin.base_url}/_standin/stats", timeout=5, json={
+    requests.post(f"{standin.base_url}/_standin/stats", timeout=ANSWER_TIMEOUT, json={
         "article_id": receipt.remote_id, "ref_date": yesterday.isoformat(),
         "read_user": 1234, "share_user": 56, "like_user": 7})
     client = WeChatClient(WeChatPublisher.config_of(wechat_settings), wechat_settings.data_dir)
@@ -339,6 +343,6 @@ def test_rongmei_up_runs_the_stand_in_only_without_an_app_id(wechat_settings):
     try:
         base_url = service.environment["RONGMEI_WECHAT__BASE_URL"]
         assert service.environment["RONGMEI_WECHAT__APP_ID"] == "wx-standin" and base_url in service.message
-        assert requests.get(f"{base_url}/_standin/state", timeout=5).ok
+        assert requests.get(f"{base_url}/_standin/state", timeout=ANSWER_TIMEOUT).ok
     finally:
         service.stop()

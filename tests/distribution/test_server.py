@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from rongmei.distribution.accesslog import is_page_view
 from rongmei.distribution.server import RunningServer, serve_in_thread
 from rongmei.targets.base import CACHE_MEDIA
 from rongmei.targets.directory import DirectoryTarget
+from tests.support.waiting import ANSWER_TIMEOUT, wait_until
 
 MEDIA = bytes(range(256)) * 2048  # 512 KiB: above the in-memory threshold, so it streams from disk
 MEDIA_KEY = f"media/{hashlib.sha256(MEDIA).hexdigest()}.mp3"
@@ -47,7 +47,7 @@ def server(settings: Settings) -> Iterator[RunningServer]:
 
 def raw_get(server: RunningServer, target: str) -> int:
     """Send a request line exactly as given (HTTP clients normalise `..` away before sending)."""
-    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=ANSWER_TIMEOUT) as conn:
         conn.sendall(f"GET {target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
         answer = b""
         while chunk := conn.recv(65536):
@@ -57,14 +57,12 @@ def raw_get(server: RunningServer, target: str) -> int:
 
 def read_log(settings: Settings, expected: int) -> list[dict]:
     path = settings.data_dir / "logs" / "access.jsonl"
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if path.exists():
-            lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-            if len(lines) >= expected:
-                return lines
-        time.sleep(0.05)
-    raise AssertionError(f"access log has fewer than {expected} lines")
+
+    def logged() -> list[dict] | None:
+        lines = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()] if path.exists() else []
+        return lines if len(lines) >= expected else None
+
+    return wait_until(logged, message=f"access log has fewer than {expected} lines")
 
 
 def test_manifest_etag_then_304_and_new_etag_after_atomic_replace(server, settings):

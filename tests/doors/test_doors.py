@@ -34,7 +34,16 @@ from rongmei.storage.store import Store
 from rongmei.storage.tables import Delivery, Item, LedgerEntry, Reviewer, SignOff, Version
 from tests.support.drops import write_drop
 from tests.support.environment import PREFECT_AUTH
-from tests.support.review import await_final, await_pause, code_for, review_run_id, sign, sign_all_stages
+from tests.support.review import (
+    await_final,
+    await_pause,
+    code_for,
+    fresh_code,
+    review_run_id,
+    sign,
+    sign_all_stages,
+)
+from tests.support.waiting import ANSWER_TIMEOUT, PATIENCE
 
 IS_ROOT = os.geteuid() == 0
 
@@ -243,18 +252,18 @@ def test_desk_head_retraction_withdraws_media_and_previews_and_the_approved_vers
     try:
         media = sorted(k.name for k in (settings.site_dir / "media").iterdir())
         assert len(media) == 2
-        before = {name: requests.get(f"{server.url}/media/{name}", timeout=5).status_code for name in media}
+        before = {name: requests.get(f"{server.url}/media/{name}", timeout=ANSWER_TIMEOUT).status_code for name in media}
         assert set(before.values()) == {200}
-        assert requests.get(f"{server.url}/preview/{token}/", timeout=5).status_code == 200
+        assert requests.get(f"{server.url}/preview/{token}/", timeout=ANSWER_TIMEOUT).status_code == 200
         results = retract_item_everywhere(store, settings, "gone", "内容有误", "reviewer:desk")
         assert [(r.channel, r.state) for r in results] == [("web", "succeeded")]
-        after = {name: requests.get(f"{server.url}/media/{name}", timeout=5).status_code for name in media}
+        after = {name: requests.get(f"{server.url}/media/{name}", timeout=ANSWER_TIMEOUT).status_code for name in media}
         import hashlib
 
         own_name = next(n for n in media if n.startswith(hashlib.sha256(own).hexdigest()))
         shared_name = next(n for n in media if n != own_name)
         assert after == {own_name: 410, shared_name: 200}  # the other item still uses the shared picture
-        assert requests.get(f"{server.url}/preview/{token}/", timeout=5).status_code == 404
+        assert requests.get(f"{server.url}/preview/{token}/", timeout=ANSWER_TIMEOUT).status_code == 404
     finally:
         server.stop()
     with store.session() as s:
@@ -305,7 +314,7 @@ def test_retraction_settles_an_unconfirmed_wechat_submit_then_deletes_the_articl
         standin.set_faults(quota={"freepublish/get": 100})  # the next day
         results = retract_item_everywhere(store, settings, "wx", "撤稿测试", "reviewer:chief")
         assert [(r.channel, r.state) for r in results] == [("wechat", "succeeded")]
-        seen = requests.get(f"{standin.base_url}/_standin/state", timeout=5).json()
+        seen = requests.get(f"{standin.base_url}/_standin/state", timeout=ANSWER_TIMEOUT).json()
         assert len(seen["publishes"]) == 1  # never submitted twice
         assert all(a.get("is_deleted") or a.get("deleted") for a in seen["articles"]), seen["articles"]
         states = {(d.action, d.state) for d in deliveries(store, "wx")}
@@ -348,7 +357,8 @@ def stack(prefect_stack):
 def run_publish_deployment(version_id: int):
     from prefect.deployments import run_deployment
 
-    return run_deployment("publish/publish", parameters={"version_id": version_id}, timeout=180, as_subflow=False)
+    return run_deployment("publish/publish", parameters={"version_id": version_id}, timeout=PATIENCE,
+                          as_subflow=False)
 
 
 def versions_in_state(settings, store, state: str) -> tuple[str, int]:
@@ -429,15 +439,15 @@ def test_anonymous_api_caller_is_refused_and_the_login_is_required(stack):
     attempts = [("post", "/flow_runs/filter", {}), ("post", "/deployments/filter", {}),
                 ("post", "/block_documents/filter", {}), ("get", "/work_pools/rongmei", None)]
     for method, path, body in attempts:
-        anonymous = requests.request(method, f"{api}{path}", json=body, timeout=30)
+        anonymous = requests.request(method, f"{api}{path}", json=body, timeout=ANSWER_TIMEOUT)
         assert anonymous.status_code == 401, (path, anonymous.status_code)
-        wrong = requests.request(method, f"{api}{path}", json=body, timeout=30,
+        wrong = requests.request(method, f"{api}{path}", json=body, timeout=ANSWER_TIMEOUT,
                                  headers={"Authorization": "Basic " + base64.b64encode(b"admin:pass").decode()})
         assert wrong.status_code == 401
-        right = requests.request(method, f"{api}{path}", json=body, timeout=30, auth=tuple(PREFECT_AUTH.split(":", 1)))
+        right = requests.request(method, f"{api}{path}", json=body, timeout=ANSWER_TIMEOUT, auth=tuple(PREFECT_AUTH.split(":", 1)))
         assert right.status_code == 200, (path, right.text)
-    assert requests.get(f"{api}/health", timeout=30).status_code == 200  # probes stay open
-    ui = requests.get(f"{api.removesuffix('/api')}/ui-settings", timeout=30).json()
+    assert requests.get(f"{api}/health", timeout=ANSWER_TIMEOUT).status_code == 200  # probes stay open
+    ui = requests.get(f"{api.removesuffix('/api')}/ui-settings", timeout=ANSWER_TIMEOUT).json()
     assert ui["auth"] == "BASIC"  # the UI shows its login page
 
 
@@ -564,7 +574,7 @@ def test_ui_login_holder_planting_a_form_answer_cannot_revive_an_expired_code(st
     await_pause(run_id, "first-2")
     refusals = ledger_entries(store, item, "signoff_refused")
     assert len(refusals) == 2 and all("不正确或已过期" in e.details["reason"] for e in refusals)
-    sign(run_id, "first-2", reviewer, code_for(settings, reviewer))  # the reviewer's real, current code
+    sign(run_id, "first-2", reviewer, fresh_code(settings, reviewer))  # the reviewer's real, current code
     await_pause(run_id, "second-0")
     assert len(ledger_entries(store, item, "signed")) == 1
 
@@ -576,7 +586,7 @@ def test_ui_login_holder_guessing_codes_in_the_ui_form_gets_the_reviewer_locked(
     item, reviewer, run_id = waiting_at_first_review(prefect_stack, store, "brute")
     for n in range(settings.signoff_max_failures):
         sign(run_id, f"first-{n}", reviewer, f"{(n * 7919) % 1000000:06d}")
-    sign(run_id, f"first-{settings.signoff_max_failures}", reviewer, code_for(settings, reviewer))
+    sign(run_id, f"first-{settings.signoff_max_failures}", reviewer, fresh_code(settings, reviewer))
     await_pause(run_id, f"first-{settings.signoff_max_failures + 1}")
     refusals = ledger_entries(store, item, "signoff_refused")
     assert "已被锁定" in refusals[-1].details["reason"]

@@ -28,6 +28,7 @@ from rongmei.intake.safe_open import UnsafeFile
 from rongmei.storage.store import Store
 from rongmei.storage.tables import LedgerEntry, Version
 from tests.support.drops import age_tree, write_drop
+from tests.support.waiting import PATIENCE
 
 GOOD = "title: 好稿\nauthor: 李四\nchannels: [web]"
 
@@ -89,7 +90,7 @@ def png_header(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
 
 
-def finishes(target, timeout: float = 60):
+def finishes(target, timeout: float = PATIENCE):
     """Run target in a thread; its result if it finished within timeout (a hang fails the test, not the suite)."""
     result: dict[str, object] = {}
     thread = threading.Thread(target=lambda: result.setdefault("value", target()), daemon=True)
@@ -426,7 +427,8 @@ def test_editor_yaml_bomb_in_front_matter_or_sidecar_is_refused_cheaply(settings
     for path in settings.inbox.iterdir():
         age_tree(path)
 
-    outcomes = {o.drop: o for o in finishes(lambda: ingest_inbox(settings, store), timeout=30)}
+    # Expanded, the bomb takes minutes and gigabytes; refused, milliseconds even on a busy machine.
+    outcomes = {o.drop: o for o in finishes(lambda: ingest_inbox(settings, store), timeout=60)}
 
     for name in ("bomb", "news"):
         assert outcomes[name].status == "rejected", name

@@ -17,7 +17,6 @@ import stat
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -34,6 +33,7 @@ from rongmei.storage import ledger, ledger_chain
 from rongmei.storage.store import Store
 from rongmei.storage.tables import Base, LedgerEntry
 from tests.support.s3 import fake_aws_credentials, s3_server
+from tests.support.waiting import wait_until
 
 FIELDS = ("at", "actor", "action", "item_id", "version", "content_hash", "details", "prev_hash", "hash")
 
@@ -412,6 +412,7 @@ WRITER = textwrap.dedent("""
 
     url, blob_dir, go, name, count = sys.argv[1:]
     store = Store(url, Path(blob_dir))
+    Path(go + "." + name).touch()  # imported and ready
     while not os.path.exists(go):  # start together: the first sessions race to create the key
         time.sleep(0.005)
     for i in range(int(count)):
@@ -424,7 +425,9 @@ def run_writers(backend: Backend, tmp_path: Path, processes: int, each: int) -> 
     go = tmp_path / "go"
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, backend.url, str(backend.settings.blob_dir), str(go),
                                f"w{n}", str(each)], stderr=subprocess.PIPE, text=True) for n in range(processes)]
-    time.sleep(0.5)  # let them import; a late one only joins the race late
+    # All of them imported and waiting (on a busy machine that takes a while), so that they really race.
+    wait_until(lambda: all((tmp_path / f"go.w{n}").exists() or procs[n].poll() is not None for n in range(processes)),
+               message="the writer processes did not start")
     go.touch()
     for proc in procs:
         _, err = proc.communicate(timeout=300)

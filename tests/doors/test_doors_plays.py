@@ -46,6 +46,7 @@ from tests.channels.support import (
     channel_settings,
     make_release,
 )
+from tests.support.waiting import ANSWER_TIMEOUT
 
 HEADER_TIMEOUT = 1.0  # small in the tests; the waits below allow 30 s for what it should cause
 CLOSE_DEADLINE = 30.0
@@ -82,7 +83,7 @@ class World:
             end_grants(session, item_id=item_id, channel=publisher.name, now=self.clock())
 
     def report(self, terminal: str, *plays: dict[str, Any]) -> dict[str, Any]:
-        answer = requests.post(f"{self.url}/api/plays", json={"plays": list(plays)}, timeout=10,
+        answer = requests.post(f"{self.url}/api/plays", json={"plays": list(plays)}, timeout=ANSWER_TIMEOUT,
                                headers={"Authorization": f"Bearer {self.tokens[terminal]}"})
         assert answer.status_code == 200, answer.text
         return answer.json()
@@ -327,7 +328,7 @@ def raw_exchange(port: int, data: bytes, *, deadline: float = CLOSE_DEADLINE) ->
     answers: list[tuple[int, bytes]] = []
     buffer, closed = b"", False
     end = time.monotonic() + deadline
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+    with socket.create_connection(("127.0.0.1", port), timeout=ANSWER_TIMEOUT) as conn:
         # Answered (413) and closed before all of it was sent: the answer may still be readable.
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             conn.sendall(data)
@@ -419,17 +420,17 @@ def test_public_hostile_play_bodies_get_4xx_json_not_500(world, name):
     status, body = answers[0]
     assert 400 <= status < 500, (name, status, body[:300])
     assert json.loads(body)["error"], name
-    assert requests.get(f"{world.url}/api/plays", timeout=10).status_code == 405  # still serving
+    assert requests.get(f"{world.url}/api/plays", timeout=ANSWER_TIMEOUT).status_code == 405  # still serving
     assert world.counted() == []
 
 
 def test_public_deeply_nested_json_gets_400_not_500(world):
     for body in (b"[" * 100_000, b'{"plays": ' * 100_000, b'{"plays": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}"):
-        answer = requests.post(f"{world.url}/api/plays", data=body, timeout=30,
+        answer = requests.post(f"{world.url}/api/plays", data=body, timeout=ANSWER_TIMEOUT,
                                headers={"Authorization": f"Bearer {world.tokens['hall-01']}"})
         assert answer.status_code == 400, answer.text[:300]
         assert answer.json()["error"] == "malformed" and "嵌套" in answer.json()["message"]
-    assert requests.get(f"{world.url}/api/plays", timeout=10).status_code == 405
+    assert requests.get(f"{world.url}/api/plays", timeout=ANSWER_TIMEOUT).status_code == 405
 
 
 @pytest.mark.parametrize(
@@ -449,7 +450,7 @@ def test_public_unparseable_http_gets_a_json_400(world, name, request_bytes):
     assert [status for status, _ in answers] == [400], (name, answers)
     assert json.loads(answers[0][1])["error"] == "bad_request"
     assert closed
-    assert requests.get(f"{world.url}/api/plays", timeout=10).status_code == 405
+    assert requests.get(f"{world.url}/api/plays", timeout=ANSWER_TIMEOUT).status_code == 405
 
 
 @pytest.mark.parametrize("head", [
@@ -461,7 +462,7 @@ def test_public_huge_request_head_gets_431_not_buffered(world, head):
     answers, closed = raw_exchange(world.site.port, head)
     assert [status for status, _ in answers] == [431] and closed, answers
     assert json.loads(answers[0][1])["error"] == "headers_too_large"
-    assert requests.get(f"{world.url}/api/plays", timeout=10).status_code == 405
+    assert requests.get(f"{world.url}/api/plays", timeout=ANSWER_TIMEOUT).status_code == 405
 
 
 def test_terminal_large_batch_sent_with_its_headers_is_not_mistaken_for_a_huge_head(world, radio):
@@ -496,7 +497,7 @@ def test_terminal_content_length_longer_than_the_body_gets_408_not_a_hang(world)
 # Slow clients -------------------------------------------------------------------------------------------
 def read_response(conn: socket.socket) -> bytes:
     """One whole response on a kept-alive connection (head and body may come in separate segments)."""
-    conn.settimeout(10)
+    conn.settimeout(ANSWER_TIMEOUT)
     data = b""
     while (head := data.find(b"\r\n\r\n")) < 0 or len(data) < head + 4 + int(
             next((line.split(b":", 1)[1] for line in data[:head].split(b"\r\n")
@@ -532,7 +533,7 @@ def wait_for_close(conn: socket.socket, deadline: float = CLOSE_DEADLINE, drip: 
 
 
 def test_public_slow_headers_connection_is_closed(world):
-    with socket.create_connection(("127.0.0.1", world.site.port), timeout=5) as conn:
+    with socket.create_connection(("127.0.0.1", world.site.port), timeout=ANSWER_TIMEOUT) as conn:
         conn.sendall(b"GET /screens/hall/manifest.json HTTP/1.1\r\nHost: t\r\nX-Slow: ")
         closed, received = wait_for_close(conn)
     assert closed, "a connection that never finished its headers was kept open"
@@ -540,20 +541,20 @@ def test_public_slow_headers_connection_is_closed(world):
 
 
 def test_public_dripping_header_bytes_does_not_keep_the_connection_open(world):
-    with socket.create_connection(("127.0.0.1", world.site.port), timeout=5) as conn:
+    with socket.create_connection(("127.0.0.1", world.site.port), timeout=ANSWER_TIMEOUT) as conn:
         conn.sendall(b"GET / HTTP/1.1\r\nHost: t\r\n")
         closed, _ = wait_for_close(conn, drip=b"X-a: b\r\n")
     assert closed, "dripping a header byte now and then kept the connection open"
 
 
 def test_public_connection_that_sends_nothing_is_closed(world):
-    with socket.create_connection(("127.0.0.1", world.site.port), timeout=5) as conn:
+    with socket.create_connection(("127.0.0.1", world.site.port), timeout=ANSWER_TIMEOUT) as conn:
         closed, received = wait_for_close(conn)
     assert closed and received == b""  # nothing was asked, so nothing is answered
 
 
 def test_public_slow_headers_on_a_kept_alive_connection_are_closed(world):
-    with socket.create_connection(("127.0.0.1", world.site.port), timeout=5) as conn:
+    with socket.create_connection(("127.0.0.1", world.site.port), timeout=ANSWER_TIMEOUT) as conn:
         conn.sendall(b"GET /api/plays HTTP/1.1\r\nHost: t\r\n\r\n")
         assert read_response(conn).startswith(b"HTTP/1.1 405 ")
         conn.sendall(b"GET /api/plays HTTP/1.1\r\nHo")  # the next request starts and stalls
@@ -563,13 +564,13 @@ def test_public_slow_headers_on_a_kept_alive_connection_are_closed(world):
 
 def test_terminal_polling_on_a_kept_alive_connection_is_served_beyond_the_header_timeout(world):
     request = b"GET /api/plays HTTP/1.1\r\nHost: t\r\nUser-Agent: rongmei-terminal\r\n\r\n"
-    with socket.create_connection(("127.0.0.1", world.site.port), timeout=10) as terminal:
+    with socket.create_connection(("127.0.0.1", world.site.port), timeout=ANSWER_TIMEOUT) as terminal:
         terminal.sendall(request)
         assert read_response(terminal).startswith(b"HTTP/1.1 405 ")
         idle_since = time.monotonic()
         # A slowloris connection opened after the terminal's answer: once the server has closed it, at least
         # the header timeout has passed on the terminal's idle kept-alive connection too.
-        with socket.create_connection(("127.0.0.1", world.site.port), timeout=5) as slow:
+        with socket.create_connection(("127.0.0.1", world.site.port), timeout=ANSWER_TIMEOUT) as slow:
             slow.sendall(b"GET / HTTP/1.1\r\n")
             assert wait_for_close(slow)[0]
         assert time.monotonic() - idle_since >= HEADER_TIMEOUT
@@ -586,39 +587,39 @@ def test_terminal_polling_on_a_kept_alive_connection_is_served_beyond_the_header
 def test_public_gets_410_for_withdrawn_media(world, radio):
     key = f"media/{sha_of(radio, 'loudspeaker_audio')}.mp3"
     url = f"{world.url}/{key}"
-    served = requests.get(url, timeout=10)
+    served = requests.get(url, timeout=ANSWER_TIMEOUT)
     assert served.status_code == 200 and served.headers["cache-control"] == CACHE_MEDIA
     target = DirectoryTarget(world.settings.site_dir)
     assert target.keys(key.removesuffix(".mp3")) == [key]
 
     target.withdraw(key)
-    gone = requests.get(url, timeout=10)
+    gone = requests.get(url, timeout=ANSWER_TIMEOUT)
     assert gone.status_code == 410 and gone.headers["cache-control"] == "no-store"
     assert "撤回" in gone.text
-    assert requests.head(url, timeout=10).status_code == 410
-    assert requests.get(url, headers={"Range": "bytes=0-9"}, timeout=10).status_code == 410
-    assert requests.get(f"{world.url}/media/{'0' * 64}.mp3", timeout=10).status_code == 404  # never existed
+    assert requests.head(url, timeout=ANSWER_TIMEOUT).status_code == 410
+    assert requests.get(url, headers={"Range": "bytes=0-9"}, timeout=ANSWER_TIMEOUT).status_code == 410
+    assert requests.get(f"{world.url}/media/{'0' * 64}.mp3", timeout=ANSWER_TIMEOUT).status_code == 404  # never existed
     assert target.keys(key.removesuffix(".mp3")) == [] and target.keys("media/") == []
     # The tombstone sits in a dot-directory: it is not a key, and never served.
     assert (world.settings.site_dir / WITHDRAWN_DIR / key).is_file()
-    assert requests.get(f"{world.url}/{WITHDRAWN_DIR}/{key}", timeout=10).status_code == 404
+    assert requests.get(f"{world.url}/{WITHDRAWN_DIR}/{key}", timeout=ANSWER_TIMEOUT).status_code == 404
 
 
 def test_public_gets_withdrawn_media_again_once_another_live_item_uses_it(world, radio):
     key = f"media/{sha_of(radio, 'loudspeaker_audio')}.mp3"
     DirectoryTarget(world.settings.site_dir).withdraw(key)
-    assert requests.get(f"{world.url}/{key}", timeout=10).status_code == 410
+    assert requests.get(f"{world.url}/{key}", timeout=ANSWER_TIMEOUT).status_code == 410
     # Another item with the very same audio is published: the blob is written again and served again.
     again = make_release(world.blobs, "same-audio", {"loudspeaker_audio": dict(radio.renditions["loudspeaker_audio"])},
                          zones=[XINHUA])
     world.deliver(world.speakers, again)
-    served = requests.get(f"{world.url}/{key}", timeout=10)
+    served = requests.get(f"{world.url}/{key}", timeout=ANSWER_TIMEOUT)
     assert served.status_code == 200 and served.content == world.blobs.path(sha_of(radio, "loudspeaker_audio")).read_bytes()
     assert not (world.settings.site_dir / WITHDRAWN_DIR / key).exists()
 
 
 def test_public_caches_keep_media_for_an_hour_not_a_year(world, radio):
-    answer = requests.get(f"{world.url}/media/{sha_of(radio, 'loudspeaker_audio')}.mp3", timeout=10)
+    answer = requests.get(f"{world.url}/media/{sha_of(radio, 'loudspeaker_audio')}.mp3", timeout=ANSWER_TIMEOUT)
     assert answer.headers["cache-control"] == "public, max-age=3600"
     assert "immutable" not in answer.headers["cache-control"]
 
@@ -645,7 +646,7 @@ def test_public_cannot_fetch_withdrawn_media_from_the_bucket(tmp_path, monkeypat
         target.withdraw(key)
         target.withdraw(key)  # withdrawing twice is not an error
         assert target.keys(f"media/{'ab' * 32}") == [other]
-        assert requests.get(f"{endpoint}/doors/county/{key}", timeout=10).status_code == 404
+        assert requests.get(f"{endpoint}/doors/county/{key}", timeout=ANSWER_TIMEOUT).status_code == 404
 
 
 def test_retraction_cannot_withdraw_or_list_outside_the_root(world):

@@ -191,17 +191,17 @@ def test_malformed_feed_is_recovered_and_its_health_shows_why(
 
 def test_broken_sources_do_not_stop_the_others(server: FeedServer, settings: Settings, store: Store) -> None:
     server.serve("/slow.xml", (FIXTURES / "atom.xml").read_bytes(), "application/atom+xml")
-    server.slow["/slow.xml"] = 3.0
+    server.stalled.add("/slow.xml")
     broken = [
         FeedSourceConfig(name="拒绝连接", url=refused_url()),
         FeedSourceConfig(name="已下线", url=f"{server.base}/gone.xml"),
         FeedSourceConfig(name="不是订阅源", url=f"{server.base}/page.html"),
         FeedSourceConfig(name="超时", url=f"{server.base}/slow.xml"),
     ]
-    started = time.monotonic()
-    results = pull_all([*broken, sources(server)[0]], settings.inbox, store, timeout=0.5)
+    # The stalled source answers only after the test: that the pull returns at all is the read timeout at work.
+    # The timeout leaves the good local source room to answer on a busy machine.
+    results = pull_all([*broken, sources(server)[0]], settings.inbox, store, timeout=3.0)
 
-    assert time.monotonic() - started < 3.0, "the slow source was cut off by the read timeout"
     assert [r.status for r in results] == ["error", "error", "error", "error", "ok"]
     assert len(results[-1].new_items) == 3 and len(find_drops(settings.inbox)) == 3
     health = {h["name"]: h for h in feed_health(store)}

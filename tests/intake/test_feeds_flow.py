@@ -9,6 +9,7 @@ import pytest
 
 from tests.support.feeds import feed_server
 from tests.support.paths import FIXTURES
+from tests.support.waiting import ANSWER_TIMEOUT
 
 FIXTURES = FIXTURES / "feeds"
 
@@ -41,8 +42,9 @@ def test_flow_pulls_every_source_and_reports_health(
         monkeypatch.setenv("RONGMEI_CONTENT_DIR", str(tmp_path / "content"))
         monkeypatch.setenv("RONGMEI_DATA_DIR", str(tmp_path / "data"))
 
-        first = pull_feeds(timeout=2.0)
-        second = pull_feeds(timeout=2.0)
+        # No source here is slow on purpose: a generous read timeout costs nothing and holds on a busy machine.
+        first = pull_feeds(timeout=ANSWER_TIMEOUT)
+        second = pull_feeds(timeout=ANSWER_TIMEOUT)
 
     assert first["sources"] == 3 and first["new"] == 5 and first["failed"] == ["拒绝连接"]
     assert [r["status"] for r in first["results"]] == ["error", "ok", "warning"]

@@ -33,6 +33,7 @@ from rongmei.reach.window import report_window
 from rongmei.storage.store import Store
 from rongmei.storage.tables import Delivery, Item, Version
 from standins.wechat import StandIn, start_standin
+from tests.support.waiting import ANSWER_TIMEOUT
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 BROWSER = "Mozilla/5.0 (Linux; Android 14; HarmonyOS) AppleWebKit/537.36 Chrome/126.0 Mobile Safari/537.36"
@@ -130,7 +131,7 @@ def world(reach_settings: Settings, standin: StandIn, tmp_path: Path) -> World:
     for item_id in (HARVEST, OTHER):
         details = publish_on_wechat(settings, item_id, versions[item_id], tmp_path / "blobs")
         numbers = {HARVEST: (40, 5, 7), OTHER: (900, 90, 9)}[item_id]
-        requests.post(f"{standin.base_url}/_standin/stats", timeout=5, json={
+        requests.post(f"{standin.base_url}/_standin/stats", timeout=ANSWER_TIMEOUT, json={
             "article_id": details["article_id"], "read_user": numbers[0], "share_user": numbers[1],
             "like_user": numbers[2], "ref_date": yesterday.isoformat()}).raise_for_status()
         if item_id == HARVEST:
@@ -182,7 +183,7 @@ def world(reach_settings: Settings, standin: StandIn, tmp_path: Path) -> World:
             assert http.get(f"{base}/articles/{NOTICE}/").status_code == 200
             # None of these are reader views:
             assert http.get(f"{base}/articles/{HARVEST}/", headers={"User-Agent": GOOGLEBOT}).status_code == 200
-            assert requests.get(f"{base}/articles/{HARVEST}/", timeout=5).status_code == 200  # python-requests UA
+            assert requests.get(f"{base}/articles/{HARVEST}/", timeout=ANSWER_TIMEOUT).status_code == 200  # python-requests UA
             assert http.head(f"{base}/articles/{HARVEST}/").status_code == 200
             assert http.get(f"{base}/preview/{PREVIEW_TOKEN}/articles/{HARVEST}/").status_code == 200
             assert http.get(f"{base}/articles/no-such-item/").status_code == 404

@@ -11,6 +11,7 @@ from tests.support.drops import write_drop
 from tests.support.environment import PREFECT_AUTH
 from tests.support.paths import ARTIFACTS
 from tests.support.review import await_pause, code_for, review_run_id
+from tests.support.waiting import PATIENCE
 
 pytestmark = [pytest.mark.prefect, pytest.mark.browser]
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -31,6 +32,7 @@ def test_sign_first_stage_in_prefect_ui(prefect_stack):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(PATIENCE * 1000)  # Playwright's 30 s is not enough on a busy machine
         # The UI asks for the shared login first. (Prefect's UI answers a deep link opened before logging in
         # with its 404 page, so a reviewer logs in on the runs page and then opens the run.)
         page.goto(f"{ui}/runs")
@@ -51,11 +53,11 @@ def test_sign_first_stage_in_prefect_ui(prefect_stack):
         page.screenshot(path=str(ARTIFACTS / "prefect-ui-signoff-form.png"))
         dialog.get_by_role("button", name="Submit").click()
         try:
-            dialog.wait_for(state="hidden", timeout=30_000)  # the UI closes the dialog once the API took it
+            dialog.wait_for(state="hidden")  # the UI closes the dialog once the API took it
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "prefect-ui-submit-pending.png"))
             raise
-        run = await_pause(run_id, "second-0", timeout=240)
+        run = await_pause(run_id, "second-0")
         page.reload()
         page.wait_for_timeout(1500)
         page.screenshot(path=str(ARTIFACTS / "prefect-ui-after-signoff.png"))

@@ -11,7 +11,7 @@ from rongmei.storage import ledger
 from rongmei.storage.store import Store
 from rongmei.storage.tables import Delivery, LedgerEntry
 from tests.support.drops import write_drop
-from tests.support.review import await_final, await_pause, code_for, review_run_id, sign
+from tests.support.review import await_final, await_pause, code_for, fresh_code, review_run_id, sign
 
 pytestmark = pytest.mark.prefect
 
@@ -43,13 +43,14 @@ def test_three_stages_with_refusals_then_publish(team, prefect_stack):
                     "今年秋粮产量 12.5万吨。")
     run = review_run_id("harvest")
     sign(run, "first-0", "ed", "000000")  # wrong code
-    ed_code = code_for(settings, "ed")
+    await_pause(run, "first-1")
+    ed_code = code_for(settings, "ed")  # taken with the form open: it stays valid into the next 30 s step
     sign(run, "first-1", "ed", ed_code)
     sign(run, "second-0", "ed", ed_code)  # the same code again (not a fresh one: a 30 s step may have passed)
-    sign(run, "second-1", "chief", code_for(settings, "chief"))  # wrong role
-    sign(run, "second-2", "ed", code_for(settings, "ed", 1))  # valid code, but ed signed 初审 (four eyes)
-    sign(run, "second-3", "desk", code_for(settings, "desk"))
-    sign(run, "final-0", "chief", code_for(settings, "chief", 1))
+    sign(run, "second-1", "chief", fresh_code(settings, "chief"))  # wrong role
+    sign(run, "second-2", "ed", fresh_code(settings, "ed", 1))  # valid code, but ed signed 初审 (four eyes)
+    sign(run, "second-3", "desk", fresh_code(settings, "desk"))
+    sign(run, "final-0", "chief", fresh_code(settings, "chief", 1))
     final = await_final(run)
     assert final.state.is_completed(), final.state.message
     assert "stage:published" in final.tags and "item:harvest" in final.tags
@@ -78,7 +79,7 @@ def test_return_writes_review_md(team, prefect_stack):
     settings, _ = team
     drop_and_ingest(settings, "draft", "title: 待修改稿件\nauthor: 张三\nchannels: [web]")
     run = review_run_id("draft")
-    sign(run, "first-0", "ed2", code_for(settings, "ed2"), decision="return", comment="第二段数据需要核实来源")
+    sign(run, "first-0", "ed2", fresh_code(settings, "ed2"), decision="return", comment="第二段数据需要核实来源")
     assert await_final(run).state.is_completed()
     review = (settings.returned / "draft" / "REVIEW.md").read_text(encoding="utf-8")
     assert "初审" in review and "周编辑" in review and "第二段数据需要核实来源" in review
@@ -105,11 +106,11 @@ def test_restart_while_waiting_still_publishes(team, prefect_stack):
     settings, _store = team
     drop_and_ingest(settings, "restart", "title: 重启测试\nauthor: 张三\nchannels: [web]")
     run = review_run_id("restart")
-    sign(run, "first-0", "ed3", code_for(settings, "ed3"))
+    sign(run, "first-0", "ed3", fresh_code(settings, "ed3"))
     await_pause(run, "second-0")
     prefect_stack.restart_all()
-    sign(run, "second-0", "desk3", code_for(settings, "desk3"))
-    sign(run, "final-0", "chief3", code_for(settings, "chief3"))
+    sign(run, "second-0", "desk3", fresh_code(settings, "desk3"))
+    sign(run, "final-0", "chief3", fresh_code(settings, "chief3"))
     assert await_final(run).state.is_completed()
     assert (settings.site_dir / "articles" / "restart" / "index.html").is_file()
 

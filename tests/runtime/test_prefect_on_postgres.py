@@ -22,6 +22,7 @@ from rongmei.runtime.pgcluster import LOCATION_FILE, cluster_for
 from rongmei.runtime.prefect_db import SQLITE_SERVER_ENV, describe_recorded, read_choice
 from rongmei.runtime.up import Stack, prefect_database, prefect_env, start_prefect
 from tests.support.environment import free_port, prefect_auth_header
+from tests.support.waiting import ANSWER_TIMEOUT
 
 pytestmark = [pytest.mark.prefect, pytest.mark.postgres]
 
@@ -37,7 +38,7 @@ def test_the_prefect_server_runs_on_a_given_postgresql(tmp_path: Path, postgres_
     try:
         api = start_prefect(stack, settings, free_port())
         requests.post(f"{api}/flows/", json={"name": "签发检查"}, headers=prefect_auth_header(),
-                      timeout=30).raise_for_status()
+                      timeout=ANSWER_TIMEOUT).raise_for_status()
         with sa.create_engine(url).connect() as conn:
             assert conn.execute(sa.text("SELECT count(*) FROM flow WHERE name = '签发检查'")).scalar() == 1
         assert not (settings.data_dir / "prefect" / "prefect.db").exists()  # nothing went to SQLite
@@ -51,7 +52,7 @@ def test_by_default_the_stack_runs_prefect_on_its_private_cluster(prefect_stack)
     assert (cluster.data / "PG_VERSION").is_file() and cluster.running()
     assert (settings.data_dir / LOCATION_FILE).read_text().strip() == str(cluster.root)
     assert not (settings.data_dir / "prefect" / "prefect.db").exists()
-    requests.get(f"{prefect_stack.api_url}/health", timeout=10).raise_for_status()
+    requests.get(f"{prefect_stack.api_url}/health", timeout=ANSWER_TIMEOUT).raise_for_status()
     assert read_choice(settings)["kind"] == "postgresql" and not read_choice(settings)["problem"]
     assert f"Prefect 数据库：PostgreSQL (private cluster at {cluster.root})" in describe_recorded(settings)
     assert "PREFECT_CLIENT_MAX_RETRIES" not in prefect_env(settings, prefect_stack.api_url)  # Prefect's own 5

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from rongmei.runtime.pgcluster import LOCATION_FILE, SYSTEM_CLUSTERS, PrivateClu
 from tests.support.environment import free_port
 from tests.support.paths import ROOT
 from tests.support.stack import remove_private_cluster
+from tests.support.waiting import ANSWER_TIMEOUT, PATIENCE, wait_until
 
 pytestmark = pytest.mark.prefect
 ROOT = ROOT
@@ -31,16 +31,17 @@ def start_up(env: dict[str, str], log: Path, cwd: Path = ROOT, *args: str) -> su
                             stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
 
-def wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float = 600) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+def wait_for_line(log: Path, text: str, proc: subprocess.Popen, timeout: float = PATIENCE) -> str:
+    def printed() -> str | None:
         content = log.read_text(errors="replace") if log.exists() else ""
         if text in content:
             return content
         if proc.poll() is not None:
             raise AssertionError(f"rongmei up exited early:\n{content[-3000:]}")
-        time.sleep(0.5)
-    raise AssertionError(f"{text!r} not printed within {timeout}s:\n{log.read_text(errors='replace')[-3000:]}")
+        return None
+
+    return wait_until(printed, timeout=timeout,
+                      message=lambda: f"{text!r} not printed:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def status_json(env: dict[str, str], cwd: Path = ROOT) -> dict:
@@ -54,7 +55,7 @@ def stop_up(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGINT)
         try:
-            proc.wait(timeout=120)
+            proc.wait(timeout=PATIENCE)
         except subprocess.TimeoutExpired:
             proc.kill()
 
@@ -86,7 +87,7 @@ def run_samples_stop_and_restart(tmp_path: Path) -> None:
         assert (tmp_path / "data" / "secrets" / "prefect-api-auth").read_text().strip() == items["login"]
         assert {i["id"] for i in status_json(env)["items"]} == items["ids"]  # nothing ingested twice
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0
+        assert proc.wait(timeout=PATIENCE) == 0
     finally:
         stop_up(proc)
 
@@ -98,7 +99,7 @@ def check_first_start(env: dict[str, str], log: Path, proc: subprocess.Popen, pr
     if pgcluster.available():  # the data dir is in pytest's root-only tmp dir: the cluster starts anyway
         assert "Prefect's database:               PostgreSQL (private cluster at" in output, output
     api = f"http://127.0.0.1:{prefect_port}/api"
-    assert requests.get(f"{api}/health", timeout=5).ok
+    assert requests.get(f"{api}/health", timeout=ANSWER_TIMEOUT).ok
     login_file = tmp_path / "data" / "secrets" / "prefect-api-auth"
     login = login_file.read_text().strip()
     assert login_file.stat().st_mode & 0o077 == 0 and f"Prefect UI login:                 {login}" in output
@@ -107,16 +108,18 @@ def check_first_start(env: dict[str, str], log: Path, proc: subprocess.Popen, pr
     assert {d["name"] for d in named.json()} >= {"ingest", "review", "publish", "retract"}
     samples = {p.stem if p.suffix in (".md", ".mp3") else p.name
                for p in (ROOT / "content" / "samples").iterdir() if p.suffix != ".yaml"}
-    deadline = time.monotonic() + 600  # generous: the machine may be busy
-    while time.monotonic() < deadline:
-        items = {i["id"] for i in status_json(env)["items"]}
-        if samples <= items:
-            break
-        time.sleep(2)
-    assert samples <= items, f"samples not ingested: {samples - items}; log:\n{log.read_text()[-2000:]}"
+    seen: set[str] = set()
+
+    def all_ingested() -> set[str] | None:
+        seen.clear()
+        seen.update(i["id"] for i in status_json(env)["items"])
+        return set(seen) if samples <= seen else None
+
+    items = wait_until(all_ingested, interval=1, max_interval=2, message=lambda: (
+        f"samples not ingested: {samples - seen}; log:\n{log.read_text()[-2000:]}"))
 
     proc.send_signal(signal.SIGINT)
-    assert proc.wait(timeout=120) == 0
+    assert proc.wait(timeout=PATIENCE) == 0
     assert "stopped." in log.read_text()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{prefect_port}/api/health", timeout=2)
@@ -154,7 +157,7 @@ def test_up_as_root_from_a_checkout_in_its_closed_home_runs_prefect_on_its_priva
         recorded = status_json(env, home)["prefect_database"]
         assert recorded["kind"] == "postgresql" and str(cluster.root) in recorded["description"]
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=120) == 0
+        assert proc.wait(timeout=PATIENCE) == 0
         assert "stopped." in log.read_text()
         assert not cluster.running() and not (cluster.data / "postmaster.pid").exists()
     finally:

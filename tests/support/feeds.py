@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from tests.support.waiting import PATIENCE
+
 
 @dataclass
 class Served:
@@ -30,7 +32,9 @@ class FeedServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.files: dict[str, Served] = {}
         self.log: list[tuple[str, int, dict[str, str]]] = []  # (path, status, request headers)
-        self.slow: dict[str, float] = {}  # path -> seconds to wait before answering
+        # Paths that answer only once the test is over: a source that times out, however slow the machine.
+        self.stalled: set[str] = set()
+        self.released = threading.Event()
 
     @property
     def base(self) -> str:
@@ -50,8 +54,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self) -> None:
-        if delay := self.server.slow.get(self.path):
-            time.sleep(delay)
+        if self.path in self.server.stalled:
+            self.server.released.wait(PATIENCE)
         served = self.server.files.get(self.path)
         headers = {k: v for k, v in self.headers.items()}
         if served is None:
@@ -85,5 +89,6 @@ def feed_server() -> Iterator[FeedServer]:
     try:
         yield server
     finally:
+        server.released.set()
         server.shutdown()
         server.server_close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from uuid import UUID
 
 import pyotp
@@ -12,6 +13,7 @@ from prefect.flow_runs import resume_flow_run
 
 from rongmei.core.settings import Settings
 from rongmei.review.reviewers import _load_secrets
+from tests.support.waiting import PATIENCE, wait_until
 
 
 def code_for(settings: Settings, reviewer_id: str, offset_steps: int = 0) -> str:
@@ -20,49 +22,55 @@ def code_for(settings: Settings, reviewer_id: str, offset_steps: int = 0) -> str
     return totp.at(time.time() + offset_steps * totp.interval)
 
 
-def review_run_id(item_id: str, timeout: float = 90) -> UUID:
-    deadline = time.monotonic() + timeout
+def fresh_code(settings: Settings, reviewer_id: str, offset_steps: int = 0) -> Callable[[], str]:
+    """The reviewer's code as it is when the form is filled in, for `sign`: a code taken before a long wait for
+    the form (a busy machine) may have expired by the time it is submitted."""
+    return lambda: code_for(settings, reviewer_id, offset_steps)
+
+
+def review_run_id(item_id: str, timeout: float = PATIENCE) -> UUID:
     with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
+        def newest_review_run() -> UUID | None:
             runs = client.read_flow_runs(
                 flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"item:{item_id}"]))
             )
             runs = [r for r in runs if r.name.startswith("审核")]
-            if runs:
-                return sorted(runs, key=lambda r: r.created)[-1].id
-            time.sleep(0.5)
-    raise AssertionError(f"no review run for {item_id} within {timeout}s")
+            return sorted(runs, key=lambda r: r.created)[-1].id if runs else None
+
+        return wait_until(newest_review_run, timeout=timeout, message=f"no review run for {item_id}")
 
 
-def await_pause(run_id: UUID, key: str, timeout: float = 120):
+def await_pause(run_id: UUID, key: str, timeout: float = PATIENCE):
     """Wait until the run is suspended at the form with this pause key; returns the flow run."""
-    deadline = time.monotonic() + timeout
+    seen = {}
     with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
+        def waiting_at_the_form():
             run = client.read_flow_run(run_id)
-            state = run.state
-            waiting = state and state.is_paused() and state.state_details.pause_key == key
-            if waiting and state.state_details.run_input_keyset:
+            state = seen["state"] = run.state
+            if state and state.is_paused() and state.state_details.pause_key == key and state.state_details.run_input_keyset:
                 return run
             if state and state.is_final():
                 raise AssertionError(f"run ended as {state.type.value}: {state.message}")
-            time.sleep(0.4)
-        raise AssertionError(f"run {run_id} did not wait at {key!r} within {timeout}s (state {state.name})")
+            return None
+
+        return wait_until(waiting_at_the_form, timeout=timeout, message=lambda: (
+            f"run {run_id} did not wait at {key!r} (state {seen['state'].name if seen.get('state') else None})"))
 
 
-def await_final(run_id: UUID, timeout: float = 120):
-    deadline = time.monotonic() + timeout
+def await_final(run_id: UUID, timeout: float = PATIENCE):
     with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
+        def finished():
             run = client.read_flow_run(run_id)
-            if run.state and run.state.is_final():
-                return run
-            time.sleep(0.4)
-    raise AssertionError(f"run {run_id} did not finish within {timeout}s")
+            return run if run.state and run.state.is_final() else None
+
+        return wait_until(finished, timeout=timeout, message=f"run {run_id} did not finish")
 
 
-def sign(run_id: UUID, key: str, reviewer: str, code: str, decision: str = "approve", comment: str = "") -> None:
+def sign(run_id: UUID, key: str, reviewer: str, code: str | Callable[[], str], decision: str = "approve",
+         comment: str = "") -> None:
+    """Wait for the form, then answer it. Give `fresh_code(...)` for a code that must still be valid then."""
     await_pause(run_id, key)
+    code = code() if callable(code) else code
     resume_flow_run(run_id, run_input={"decision": decision, "reviewer": reviewer, "code": code, "comment": comment})
 
 

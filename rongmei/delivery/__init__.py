@@ -2,4 +2,4 @@
 sign-off gate at the effect), retraction from every channel, and what a dead run left stranded.
 """
 
-__all__ = ["deliveries", "gate", "grants", "plan", "release", "retraction", "stranded"]
+__all__ = ["deliveries", "gate", "grants", "leases", "plan", "release", "retraction", "stranded"]

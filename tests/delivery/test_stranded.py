@@ -30,7 +30,7 @@ from rongmei.review.signoff import apply_signoff, stage_position
 from rongmei.storage.snapshots import load_version
 from rongmei.storage.tables import Delivery, Version
 from rongmei.storage.transitions import transition
-from tests.support.drops import stored_version
+from tests.support.drops import ingest_staged
 from tests.support.review import code_for, sign_all_stages
 
 
@@ -64,7 +64,7 @@ def add_delivery(store, version_id: int, state: str, *, channel: str = "web", **
 
 
 def test_a_version_in_review_waits_at_its_next_stage(store, settings):
-    version_id = stored_version(settings, store, "town", "title: 镇里的新闻\nauthor: 张三\nchannels: [web]")
+    version_id = ingest_staged(settings, store, "town", "title: 镇里的新闻\nauthor: 张三\nchannels: [web]")
     [waiting] = found(store, settings, REVIEW)
     assert (waiting.item_id, waiting.version_id, waiting.stage) == ("town", version_id, "first")
     assert "审核中" in waiting.why and "初审" in waiting.why
@@ -82,20 +82,20 @@ def test_a_version_in_review_waits_at_its_next_stage(store, settings):
 
 
 def test_fresh_work_is_left_to_the_run_about_to_take_it(store, settings):
-    stored_version(settings, store, "fresh", "title: 刚收的稿\nauthor: 张三\nchannels: [web]")
+    ingest_staged(settings, store, "fresh", "title: 刚收的稿\nauthor: 张三\nchannels: [web]")
     settings.reconcile_grace_seconds = 3600
     assert found(store, settings) == []
 
 
 def test_an_approved_version_is_stranded_until_a_channel_is_asked(store, settings):
-    version_id = stored_version(settings, store, "signed", "title: 已签发\nauthor: 张三\nchannels: [web]")
+    version_id = ingest_staged(settings, store, "signed", "title: 已签发\nauthor: 张三\nchannels: [web]")
     signers = sign_all_stages(store, settings, version_id)
     [waiting] = found(store, settings)
     assert (waiting.kind, waiting.version_id, waiting.publish_at) == (PUBLISH, version_id, None)
     assert deliver(store, settings, load_version(store, version_id), "web").state == "succeeded"
     assert found(store, settings) == []
     # One the gate would refuse is not stranded: nothing a publish run could do for it.
-    other = stored_version(settings, store, "unsignable", "title: 签字人停用\nauthor: 张三\nchannels: [web]")
+    other = ingest_staged(settings, store, "unsignable", "title: 签字人停用\nauthor: 张三\nchannels: [web]")
     sign_all_stages(store, settings, other, prefix="gone")
     set_active(store, f"gone-{other}-final", False, actor="cli:test")
     assert found(store, settings) == [] and signers
@@ -103,7 +103,7 @@ def test_an_approved_version_is_stranded_until_a_channel_is_asked(store, setting
 
 def test_an_embargoed_approval_is_stranded_with_its_time(store, settings):
     publish_at = datetime.now(SHANGHAI).replace(microsecond=0) + timedelta(hours=3)
-    version_id = stored_version(settings, store, "later", f"title: 定时\nauthor: 张三\nchannels: [web]\n"
+    version_id = ingest_staged(settings, store, "later", f"title: 定时\nauthor: 张三\nchannels: [web]\n"
                                                           f"publish_at: {publish_at.isoformat()}")
     sign_all_stages(store, settings, version_id)
     [waiting] = found(store, settings, PUBLISH)
@@ -111,7 +111,7 @@ def test_an_embargoed_approval_is_stranded_with_its_time(store, settings):
 
 
 def test_deliveries_a_dead_run_left_in_progress(store, settings):
-    version_id = stored_version(settings, store, "halfway", "title: 发送中断\nauthor: 张三\nchannels: [web, wechat]")
+    version_id = ingest_staged(settings, store, "halfway", "title: 发送中断\nauthor: 张三\nchannels: [web, wechat]")
     sign_all_stages(store, settings, version_id)
     now = datetime.now(UTC)
     expired = add_delivery(store, version_id, DeliveryState.in_progress, lease_holder="run-dead",
@@ -132,7 +132,7 @@ def test_deliveries_a_dead_run_left_in_progress(store, settings):
 
 
 def test_unconfirmed_deliveries_are_due_with_a_growing_wait(store, settings):
-    version_id = stored_version(settings, store, "wx", "title: 公众号\nauthor: 张三\nchannels: [web, wechat]")
+    version_id = ingest_staged(settings, store, "wx", "title: 公众号\nauthor: 张三\nchannels: [web, wechat]")
     sign_all_stages(store, settings, version_id)
     long_ago = datetime.now(UTC) - timedelta(hours=2)
     first = add_delivery(store, version_id, DeliveryState.unconfirmed, channel="wechat", updated_at=long_ago)
@@ -150,7 +150,7 @@ def test_unconfirmed_deliveries_are_due_with_a_growing_wait(store, settings):
 
 
 def test_a_retraction_that_stopped_half_way(store, settings):
-    version_id = stored_version(settings, store, "gone", "title: 撤稿\nauthor: 张三\nchannels: [web]")
+    version_id = ingest_staged(settings, store, "gone", "title: 撤稿\nauthor: 张三\nchannels: [web]")
     sign_all_stages(store, settings, version_id)
     deliver(store, settings, load_version(store, version_id), "web")
     withdraw_from_store(store, "gone", "数据有误", "reviewer:desk")  # the process dies right after this commit
@@ -163,7 +163,7 @@ def test_a_retraction_that_stopped_half_way(store, settings):
 
 def test_scheduled_publish_runs_held_against_the_store(store, settings):
     publish_at = datetime.now(SHANGHAI).replace(microsecond=0) + timedelta(hours=3)
-    version_id = stored_version(settings, store, "timed", f"title: 定时\nauthor: 张三\nchannels: [web]\n"
+    version_id = ingest_staged(settings, store, "timed", f"title: 定时\nauthor: 张三\nchannels: [web]\n"
                                                           f"publish_at: {publish_at.isoformat()}")
     sign_all_stages(store, settings, version_id)
     assert scheduled_run_verdict(store, settings, version_id, publish_at).action == "keep"
@@ -173,19 +173,19 @@ def test_scheduled_publish_runs_held_against_the_store(store, settings):
     withdraw_from_store(store, "timed", "撤稿", "reviewer:desk")
     gone = scheduled_run_verdict(store, settings, version_id, publish_at)
     assert gone.action == "cancel" and "撤稿" in gone.why
-    now_version = stored_version(settings, store, "now", "title: 立即\nauthor: 张三\nchannels: [web]")
+    now_version = ingest_staged(settings, store, "now", "title: 立即\nauthor: 张三\nchannels: [web]")
     sign_all_stages(store, settings, now_version, prefix="now")
     early = scheduled_run_verdict(store, settings, now_version, datetime.now(UTC) + timedelta(days=1))
     assert (early.action, early.at) == ("reschedule", None)  # no embargo: publish now, not tomorrow
 
 
 def test_waiting_review_runs_held_against_the_store(store, settings):
-    version_id = stored_version(settings, store, "rev", "title: 审核\nauthor: 张三\nchannels: [web]")
+    version_id = ingest_staged(settings, store, "rev", "title: 审核\nauthor: 张三\nchannels: [web]")
     assert review_run_verdict(store, settings, version_id, "first").action == "keep"
     assert review_run_verdict(store, settings, version_id, "").action == "keep"  # scheduled, not yet paused
     stale = review_run_verdict(store, settings, version_id, "second")  # paused at a stage already past
     assert stale.action == "cancel" and "初审" in stale.why
-    stored_version(settings, store, "rev2", "id: rev\ntitle: 审核（二稿）\nauthor: 张三\nchannels: [web]")
+    ingest_staged(settings, store, "rev2", "id: rev\ntitle: 审核（二稿）\nauthor: 张三\nchannels: [web]")
     superseded = review_run_verdict(store, settings, version_id, "first")
     assert superseded.action == "cancel" and "取代" in superseded.why
     with store.session() as session:

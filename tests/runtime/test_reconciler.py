@@ -36,7 +36,7 @@ from rongmei.storage.store import Store
 from rongmei.storage.tables import Delivery, Item, LedgerEntry, SignOff, Version
 from rongmei.storage.transitions import transition
 from standins.wechat import start_standin
-from tests.support.drops import stored_version, write_drop
+from tests.support.drops import ingest_staged, write_drop
 from tests.support.review import await_final, await_pause, code_for, review_run_id, sign, sign_all_stages
 
 pytestmark = pytest.mark.prefect
@@ -112,7 +112,7 @@ def test_a_review_whose_run_died_starts_again_at_its_stage(stack):
 
 def test_a_run_prefect_shows_running_whose_process_died_is_marked_crashed_and_replaced(stack):
     settings, store = stack
-    version_id = stored_version(settings, store, "rec-zombie", "title: 进程被杀的审核\nauthor: 张三\nchannels: [web]")
+    version_id = ingest_staged(settings, store, "rec-zombie", "title: 进程被杀的审核\nauthor: 张三\nchannels: [web]")
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name("review/review")
         # What a killed worker leaves: Prefect still says Running, and no process will ever say otherwise.
@@ -139,7 +139,7 @@ def test_a_run_prefect_shows_running_whose_process_died_is_marked_crashed_and_re
 
 def test_an_approval_that_never_reached_a_channel_is_published_once(stack):
     settings, store = stack
-    version_id = stored_version(settings, store, "rec-approved", "title: 签发后没有发布\nauthor: 张三\nchannels: [web]")
+    version_id = ingest_staged(settings, store, "rec-approved", "title: 签发后没有发布\nauthor: 张三\nchannels: [web]")
     sign_all_stages(store, settings, version_id, prefix="recapp")  # the review run died before its publish
     [action] = reconcile(settings, item_ids=["rec-approved"]).actions
     assert action.what == "start_publish"
@@ -153,7 +153,7 @@ def test_an_approval_that_never_reached_a_channel_is_published_once(stack):
 def test_embargo_runs_are_made_moved_and_cancelled_to_match_the_store(stack):
     settings, store = stack
     publish_at = datetime.now(SHANGHAI).replace(microsecond=0) + timedelta(hours=2)
-    version_id = stored_version(settings, store, "rec-embargo", f"title: 定时稿件\nauthor: 张三\nchannels: [web]\n"
+    version_id = ingest_staged(settings, store, "rec-embargo", f"title: 定时稿件\nauthor: 张三\nchannels: [web]\n"
                                                                 f"publish_at: {publish_at.isoformat()}")
     sign_all_stages(store, settings, version_id, prefix="recemb")  # approved, but the scheduled run was never made
     [made] = reconcile(settings, item_ids=["rec-embargo"]).actions
@@ -201,7 +201,7 @@ class QuickWeChat(WeChatPublisher):
 def unconfirmed_wechat_article(settings, store, name: str) -> int:  # type: ignore[no-untyped-def]
     """An article submitted to WeChat whose outcome could not be read today (the day's budget of
     freepublish/get calls is spent): left unconfirmed, with the promise "明天会继续查询结果"."""
-    version_id = stored_version(settings, store, name, f"title: 公众号{name}\nauthor: 张三\nchannels: [wechat]", "正文。")
+    version_id = ingest_staged(settings, store, name, f"title: 公众号{name}\nauthor: 张三\nchannels: [wechat]", "正文。")
     sign_all_stages(store, settings, version_id, prefix=name)
     spent = settings.model_copy(update={"wechat": {**settings.wechat, "daily_poll_budget": 0}})
     result = deliver(store, spent, load_version(store, version_id), "wechat", registry=Registry({"wechat": QuickWeChat}))
@@ -255,7 +255,7 @@ def test_an_unconfirmed_delivery_the_channel_cannot_settle_yet_waits_longer(own_
 
 def test_an_unconfirmed_delivery_that_never_went_out_is_published_again(stack, wechat_standin):
     settings, store = stack
-    version_id = stored_version(settings, store, "rec-lost", "title: 没有发出的稿件\nauthor: 张三\nchannels: [wechat]")
+    version_id = ingest_staged(settings, store, "rec-lost", "title: 没有发出的稿件\nauthor: 张三\nchannels: [wechat]")
     sign_all_stages(store, settings, version_id, prefix="reclost")
     before = len(requests.get(f"{wechat_standin.base_url}/_standin/state", timeout=5).json()["publishes"])
     with store.session() as s:  # an attempt lost before anything reached WeChat: nothing for it to find
@@ -279,7 +279,7 @@ def test_an_unconfirmed_delivery_that_never_went_out_is_published_again(stack, w
 
 def test_a_delivery_whose_lease_expired_gets_a_publish_run(stack):
     settings, store = stack
-    version_id = stored_version(settings, store, "rec-lease", "title: 租约过期\nauthor: 张三\nchannels: [web]")
+    version_id = ingest_staged(settings, store, "rec-lease", "title: 租约过期\nauthor: 张三\nchannels: [web]")
     sign_all_stages(store, settings, version_id, prefix="reclease")
     with store.session() as s:  # the publish run holding it was killed mid-call
         row = Delivery(item_id="rec-lease", version_id=version_id, channel="web", action="publish",
@@ -307,7 +307,7 @@ def test_the_deployment_and_the_command(stack, monkeypatch):
     settings, store = stack
     run = run_deployment("reconcile/reconcile", parameters={"dry_run": True}, timeout=300)
     assert run.state.is_completed(), run.state.message  # prefect.yaml deploys it and our worker runs it
-    version_id = stored_version(settings, store, "rec-cli", "title: 命令行核对\nauthor: 张三\nchannels: [web]")
+    version_id = ingest_staged(settings, store, "rec-cli", "title: 命令行核对\nauthor: 张三\nchannels: [web]")
     monkeypatch.setenv("RONGMEI_RECONCILE_GRACE_SECONDS", "0")
     listed = CliRunner().invoke(app, ["reconcile", "--dry-run", "rec-cli"])
     assert listed.exit_code == 0, listed.output

@@ -23,6 +23,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
+from rongmei.core.faults import fault_point
 from rongmei.core.files import name_max
 from rongmei.core.model import SHANGHAI, CheckResult, Severity
 from rongmei.core.settings import Settings
@@ -159,6 +160,7 @@ def record_version(bundle: Bundle, checks: list[CheckResult], store: Store) -> O
         with bundle.open(rel) as source:  # the very file that was checked, never a link put there since
             sha256, size = store.put_stream(source)
         files[rel] = {"sha256": sha256, "bytes": size}
+    fault_point("ingest.after_blobs")  # blobs stored, no version yet: a re-run stores nothing twice
     meta_json = meta.to_json()
     digest = content_hash(meta_json, bundle.body, {rel: f["sha256"] for rel, f in files.items()})
     with store.session() as session:
@@ -228,6 +230,7 @@ def archive(bundle: Bundle, outcome: Outcome, settings: Settings, store: Store, 
     The version stands whatever happens here: if the move fails the original stays in the inbox, the failure
     is reported once, and the next pass (finding the content unchanged) tries the move again."""
     try:
+        fault_point("ingest.before_archive_move")  # the version is committed, the original still in the inbox
         destination = set_aside(bundle.drop, settings.archive / outcome.item_id / f"v{outcome.version}")
     except Exception as exc:  # the version is committed: its review must start all the same
         if not _changed(bundle.drop, state):

@@ -30,8 +30,9 @@ if TYPE_CHECKING:
     import typer
 
 __all__ = [
-    "RECEIPT_STATES", "Capabilities", "Condition", "Correction", "LocalService", "NoConfig", "NoSlots",
-    "Playable", "Publisher", "Receipt", "Release", "RenditionNeed", "SlotUnavailable", "Slots"
+    "RECEIPT_STATES", "Capabilities", "Condition", "Correction", "LeaseLost", "LocalService", "NoConfig",
+    "NoProgress", "NoSlots", "Playable", "Progress", "Publisher", "Receipt", "Release", "RenditionNeed",
+    "SlotUnavailable", "Slots"
 ]
 
 # The delivery states a channel may answer with (Receipt.state); the delivery layer adds the others.
@@ -143,6 +144,11 @@ class Publisher(ABC):
     Contract: `publish` is called at most once successfully per (version, channel); it must raise
     `PublishError(retryable=True)` only when a retry cannot duplicate the result. `update` and `retract`
     receive the receipt of the earlier delivery to act on.
+
+    A channel with several remote steps that cost or cannot be undone (uploads, a submit) records each step's
+    result with `self.progress.record(...)` before it starts the next one, and begins by reading what an
+    earlier, interrupted attempt recorded (`release.extra["previous_attempt"]`): a process killed at any line
+    then resumes at the next step and never repeats an irreversible one.
     """
 
     name: ClassVar[str]
@@ -160,6 +166,8 @@ class Publisher(ABC):
     def __init__(self, settings: Settings, *, slots: Slots | None = None) -> None:
         self.settings = settings
         self.slots: Slots = slots or NoSlots()
+        # Where the channel writes ahead what its remote steps did (set by the delivery layer for each call).
+        self.progress: Progress = NoProgress()
 
     @classmethod
     def display_name(cls) -> str:
@@ -278,3 +286,27 @@ class NoSlots:
 
     def hold(self, name: str) -> AbstractContextManager[None]:
         return nullcontext()
+
+
+class LeaseLost(PublishError):
+    """Raised by `Progress.record` when another run has taken the delivery over (this one was presumed dead):
+    the channel must stop before its next remote step. Nothing is lost: what it recorded stays."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
+class Progress(Protocol):
+    """The delivery's write-ahead record, as the channel sees it (`Publisher.progress`)."""
+
+    def record(self, **details: Any) -> None:
+        """Commit these details on the delivery now (merged into what is there) and renew the delivery's lease;
+        raise LeaseLost if another run owns the delivery now."""
+        ...
+
+
+class NoProgress:
+    """Records nothing: outside a delivery (tests calling a channel directly, previews, the CLI)."""
+
+    def record(self, **details: Any) -> None:
+        return None

@@ -48,6 +48,7 @@ from publishers.wechat.config import WeChatSettings
 from publishers.wechat.formatting import make_digest, wechat_html
 from publishers.wechat.images import BodyImages, choose_cover, prepare_image
 from publishers.wechat.reach import wechat_reach
+from rongmei.core.faults import fault_point
 from rongmei.core.model import CheckResult, ItemMeta
 from rongmei.core.settings import Settings
 
@@ -129,7 +130,11 @@ class WeChatPublisher(Publisher):
 
     # Publish -------------------------------------------------------------------------------------
     def publish(self, release: Release) -> Receipt:
+        """Each step's result is written ahead (`self.progress`) before the next starts; an interrupted earlier
+        attempt (`previous_attempt`) resumes at the step after its last record and never submits twice."""
         earlier = dict(release.extra.get("previous_attempt") or {})
+        if earlier.get("app_id") not in (None, self.client.app_id):
+            earlier = {}  # made on another account: nothing of it exists on this one
         if earlier.get("publish_id"):
             return self._await_publish(earlier)  # submitted before: only the outcome is missing
         if earlier.get("media_id") and earlier.get("submit_sent"):
@@ -137,24 +142,31 @@ class WeChatPublisher(Publisher):
             if found is not None:
                 return found
             return self._submit(earlier)  # the draft is still there: the earlier submit never took effect
+        if earlier.get("media_id"):  # the draft was made, nothing was submitted
+            return self._draft_ready(earlier, "draft_only") if self.config.draft_only else self._submit(earlier)
         blocking = [c for c in wechat_checks(release.meta, release.body, release.files) if c.blocking]
         if blocking:
             raise WeChatLimitError("；".join(f"{c.message}（{c.fix}）" for c in blocking))
-        details = self._create_draft(release)
+        details = self._create_draft(release, earlier)
         if self.config.draft_only:
             return self._draft_ready(details, "draft_only")
         return self._submit(details)
 
-    def _create_draft(self, release: Release) -> dict[str, Any]:
-        client, meta = self.client, release.meta
-        images = BodyImages(client, release)
+    def _create_draft(self, release: Release, earlier: Mapping[str, Any]) -> dict[str, Any]:
+        client, meta, progress = self.client, release.meta, self.progress
+        progress.record(app_id=client.app_id)
+        images = BodyImages(client, release, known=earlier.get("image_urls"),
+                            on_upload=lambda uploaded: progress.record(image_urls=uploaded))
         source_line = str(release.extra.get("correction_line", ""))
         if meta.is_reprint:
             source_line += f"转载自：{meta.source or urlsplit(meta.source_url).hostname or meta.source_url}"
         content = wechat_html(release.body, image_url=images, source_line=source_line)
         cover, cover_name = choose_cover(release, self.settings.center_name)
-        data, ext, mime = prepare_image(cover)
-        thumb_media_id, _ = client.add_image_material(data, f"cover.{ext}", mime)
+        thumb_media_id = str(earlier.get("thumb_media_id") or "")
+        if not thumb_media_id:  # a permanent material: uploading it again would leave a second one
+            data, ext, mime = prepare_image(cover)
+            thumb_media_id, _ = client.add_image_material(data, f"cover.{ext}", mime)
+            progress.record(thumb_media_id=thumb_media_id)
         article = {
             "article_type": "news", "title": meta.title, "author": meta.author,
             "digest": make_digest(meta.summary, release.body), "content": content,
@@ -162,10 +174,13 @@ class WeChatPublisher(Publisher):
             "need_open_comment": 0, "only_fans_can_comment": 0,
         }
         media_id = client.add_draft(article)
+        details = {"app_id": client.app_id, "media_id": media_id, "thumb_media_id": thumb_media_id,
+                   "title": meta.title, "images": len(images.uploaded), "cover": cover_name}
+        progress.record(**details)
+        fault_point("wechat.after_draft")
         log.info("wechat: draft %s for %s v%s (%d images, cover %s)", media_id, meta.id, release.version,
                  len(images.uploaded), cover_name)
-        return {"app_id": client.app_id, "media_id": media_id, "thumb_media_id": thumb_media_id,
-                "title": meta.title, "images": len(images.uploaded), "cover": cover_name}
+        return details
 
     def _draft_ready(self, details: dict[str, Any], why: str) -> Receipt:
         return Receipt(state="draft_ready", remote_id=details["media_id"], message=DRAFT_READY,
@@ -174,7 +189,13 @@ class WeChatPublisher(Publisher):
     def _submit(self, details: dict[str, Any]) -> Receipt:
         try:
             with self._submit_slot():
+                # Written ahead: from here on an interrupted attempt cannot know whether WeChat took the
+                # submit, so the next one looks in the published list before it submits again.
+                self.progress.record(submit_sent=True)
+                fault_point("wechat.before_submit")
                 ids = self.client.submit(details["media_id"], timeout=self.submit_timeout)
+                fault_point("wechat.after_submit")
+                self.progress.record(**ids)
         except WeChatUnauthorized:
             log.warning("wechat: 48001 on freepublish/submit, account %s can only make drafts", details["app_id"])
             return self._draft_ready(details, "48001")
@@ -217,6 +238,7 @@ class WeChatPublisher(Publisher):
                 raise WeChatError(f"文章已提交，查询发表结果失败：{exc}。稍后会继续查询，不会重复发表",
                                   state="unconfirmed", details=details,
                                   code=getattr(exc, "code", 0)) from exc
+            fault_point("wechat.poll")
             code = int(status.get("publish_status", 1))
             if code == 1:
                 continue
@@ -264,6 +286,9 @@ class WeChatPublisher(Publisher):
         details = dict(attempt.details or {})
         media_id = str(details.get("media_id", ""))
         if details.get("publish_id"):
+            if not self.budget.take(self.client.app_id):  # the same 100 a day as the publish poll
+                raise WeChatQuotaExceeded(f"今天查询发表结果的额度（{self.budget.limit} 次）已用完，明天继续核对",
+                                          state="unconfirmed", details=details)
             status = self.client.publish_status(details["publish_id"])
             code = int(status.get("publish_status", 1))
             if code == 0:

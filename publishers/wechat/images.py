@@ -10,6 +10,7 @@ import io
 import logging
 import posixpath
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -106,10 +107,13 @@ class BodyImages:
     """`wechat_html`'s `image_url` for one release: each of the drop's images goes up once with media/uploadimg
     and is shown by its mmbiz URL; external images and ones not in the drop are left out (WeChat strips them)."""
 
-    def __init__(self, client: WeChatClient, release: Release) -> None:
+    def __init__(self, client: WeChatClient, release: Release, *, known: Mapping[str, str] | None = None,
+                 on_upload: Callable[[dict[str, str]], None] | None = None) -> None:
         self.client = client
         self.release = release
-        self.uploaded: dict[str, str] = {}  # drop-relative path -> mmbiz URL
+        # drop-relative path -> mmbiz URL; `known` holds what an interrupted attempt uploaded already
+        self.uploaded: dict[str, str] = dict(known or {})
+        self.on_upload = on_upload  # told after each upload (the channel writes it ahead)
 
     def __call__(self, src: str) -> str:
         path = local_path(src)
@@ -120,4 +124,6 @@ class BodyImages:
         if path not in self.uploaded:
             data, ext, mime = prepare_image(self.release.file_path(path).read_bytes())
             self.uploaded[path] = self.client.upload_image(data, f"{Path(path).stem}.{ext}", mime)
+            if self.on_upload is not None:
+                self.on_upload(dict(self.uploaded))
         return self.uploaded[path]

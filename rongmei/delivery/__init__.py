@@ -2,4 +2,4 @@
 sign-off gate at the effect) and retraction from every channel.
 """
 
-__all__ = ["deliveries", "gate", "grants", "plan", "release", "retraction"]
+__all__ = ["deliveries", "gate", "grants", "leases", "plan", "release", "retraction"]

@@ -14,16 +14,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from publishers import Registry, registry_for
 from publishers.base import Publisher, Receipt, Slots
 from rongmei.core.errors import PublishError
+from rongmei.core.faults import fault_point
 from rongmei.core.labels import DELIVERY_ZH
 from rongmei.core.settings import Settings
 from rongmei.core.states import DONE_STATES, LIVE_STATES, DeliveryState, ItemState
 from rongmei.delivery import grants
 from rongmei.delivery.gate import GATED_ACTIONS, Caller, current_caller, record_refusal, refusal_reason
+from rongmei.delivery.leases import Claim, LeaseKeeper, claim, new_holder, release_lease
 from rongmei.delivery.release import build_release
 from rongmei.storage.snapshots import VersionSnapshot
 from rongmei.storage.store import Store
@@ -76,36 +77,13 @@ def _receipt_of(delivery: Delivery) -> Receipt:
                    details=dict(delivery.details or {}))
 
 
-def _claim(store: Store, version_id: int, item_id: str, channel: str, action: str) -> tuple[Delivery, dict[str, Any]]:
-    """Get or create the delivery row and mark an attempt; returns it and any unconfirmed earlier attempt."""
-    for _ in range(2):
-        try:
-            with store.session() as session:
-                delivery = session.scalars(
-                    select(Delivery).where(Delivery.version_id == version_id, Delivery.channel == channel,
-                                           Delivery.action == action)
-                ).first()
-                if delivery is None:
-                    delivery = Delivery(item_id=item_id, version_id=version_id, channel=channel, action=action,
-                                        state=DeliveryState.pending)
-                    session.add(delivery)
-                if delivery.state in DONE_STATES:
-                    return delivery, {}
-                unconfirmed = dict(delivery.details or {}) if delivery.state == DeliveryState.unconfirmed else {}
-                transition(session, [(delivery, DeliveryState.in_progress)])
-                delivery.attempts = (delivery.attempts or 0) + 1
-                session.flush()
-                return delivery, unconfirmed
-        except IntegrityError:
-            continue  # another run created the row at the same moment: read it again
-    raise PublishError(f"could not claim delivery {channel}/{action} for version {version_id}", retryable=True)
-
-
 def _record_failure(store: Store, delivery_id: int, version: VersionSnapshot, channel: str, action: str,
-                    exc: PublishError, actor: str) -> DeliveryResult:
+                    exc: PublishError, actor: str, holder: str = "") -> DeliveryResult:
     state = exc.state or (DeliveryState.retrying if exc.retryable else DeliveryState.failed)
     with store.session() as session:
-        row = session.get(Delivery, delivery_id)
+        row = session.get(Delivery, delivery_id, with_for_update=True)
+        if holder and not release_lease(row, holder):  # another run took over meanwhile: its outcome stands
+            return DeliveryResult(channel, action, row.state, f"{exc}（另一个发布任务已接手）", attempts=row.attempts)
         row.message = str(exc)
         if exc.details:
             row.details = {**(row.details or {}), **exc.details}
@@ -124,10 +102,14 @@ def deliver(store: Store, settings: Settings, version: VersionSnapshot, channel:
             caller: Caller | None = None, slots: Slots | None = None) -> DeliveryResult:
     """Perform one delivery at most once successfully. Never raises for a channel's failure.
 
+    The delivery is claimed under a lease (rongmei.delivery.leases): a run that finds another live run on it
+    skips it; one that finds it abandoned by a dead run asks the channel what that run achieved and resumes from
+    what it recorded. The channel writes ahead through `publisher.progress` while it works.
+
     `slots` coordinates the channel's exclusive calls across workers (the publish flow passes Prefect's);
     without it the channel's default, which coordinates nothing beyond its own file locks.
 
-        Every channel call passes through here, so the delivery gate (rongmei.delivery.gate) is checked here, against
+    Every channel call passes through here, so the delivery gate (rongmei.delivery.gate) is checked here, against
     the store and not the snapshot: a version that is not signed off in every stage, or was retracted,
     superseded, returned or rejected, reaches no channel, whoever asked; the refusal is recorded in the ledger
     with the flow run that asked.
@@ -142,10 +124,17 @@ def deliver(store: Store, settings: Settings, version: VersionSnapshot, channel:
             version = VersionSnapshot.of(row)  # renditions changed since the snapshot: send what is signed now
     if refusal is not None:
         return DeliveryResult(channel, action, str(DeliveryState.refused), refusal)
-    delivery, unconfirmed = _claim(store, version.id, version.item_id, channel, action)
-    if delivery.state in DONE_STATES:
+    holder = new_holder(caller)
+    claimed = claim(store, version, channel, action, holder=holder, lease_seconds=settings.delivery_lease_seconds,
+                    actor=actor)
+    delivery = claimed.delivery
+    if claimed.done:
         return DeliveryResult(channel, action, delivery.state, delivery.message, delivery.url, delivery.attempts,
                               already_done=True)
+    if claimed.busy_with:
+        return DeliveryResult(channel, action, str(DeliveryState.in_progress),
+                              f"另一个发布任务正在发送（{claimed.busy_with}），本次不重复发送", attempts=delivery.attempts)
+    fault_point("delivery.after_claim")
     registry = registry or registry_for(settings)
     try:
         publisher_cls = registry.publishers.get(channel)
@@ -155,13 +144,24 @@ def deliver(store: Store, settings: Settings, version: VersionSnapshot, channel:
         publisher = publisher_cls(settings)
         if slots is not None:  # set, not passed: a channel's own __init__ need not know about slots
             publisher.slots = slots
-        receipt = _call(store, publisher, version, channel, action, reason, unconfirmed)
+        with LeaseKeeper(store, delivery.id, holder, settings.delivery_lease_seconds) as keeper:
+            publisher.progress = keeper
+            receipt = _takeover_check(publisher, version, action, claimed)
+            if receipt is None:
+                receipt = _call(store, publisher, version, channel, action, reason, claimed.previous_attempt)
+        fault_point("delivery.before_record")
     except PublishError as exc:
-        return _record_failure(store, delivery.id, version, channel, action, exc, actor)
+        return _record_failure(store, delivery.id, version, channel, action, exc, actor, holder)
     now = datetime.now(UTC)
     item_id = version.item_id
     with store.session() as session:
-        row = session.get(Delivery, delivery.id)
+        row = session.get(Delivery, delivery.id, with_for_update=True)
+        if not release_lease(row, holder):
+            # Presumed dead, this run was taken over while the channel answered. Say so; the run that holds the
+            # delivery now records its outcome (and has asked the channel what this call did).
+            log.error("%s/%s of %s: the channel answered after another run took the delivery over (%s)",
+                      channel, action, version.item_id, receipt.remote_id or receipt.url)
+            return DeliveryResult(channel, action, row.state, "另一个发布任务已接手这次发送", attempts=row.attempts)
         row.remote_id, row.url, row.message = receipt.remote_id, receipt.url, receipt.message
         row.details = {**(row.details or {}), **receipt.details}
         state = receipt.state or DeliveryState.succeeded
@@ -190,15 +190,36 @@ def record_not_possible(store: Store, version: VersionSnapshot, channel: str, ac
                         actor: str) -> DeliveryResult:
     """A delivery the channel cannot do at all (its Capabilities say so): recorded as failed with `why`, in the
     delivery table and the ledger, without calling the channel. One that is done already stays done."""
-    delivery, _ = _claim(store, version.id, version.item_id, channel, action)
-    if delivery.state in DONE_STATES:
+    holder = new_holder(current_caller(actor))
+    claimed = claim(store, version, channel, action, holder=holder, lease_seconds=60.0, actor=actor)
+    delivery = claimed.delivery
+    if claimed.done or claimed.busy_with:
         return DeliveryResult(channel, action, delivery.state, delivery.message, delivery.url, delivery.attempts,
-                              already_done=True)
-    return _record_failure(store, delivery.id, version, channel, action, PublishError(why, retryable=False), actor)
+                              already_done=claimed.done)
+    return _record_failure(store, delivery.id, version, channel, action, PublishError(why, retryable=False), actor,
+                           holder)
+
+
+def _takeover_check(publisher: Publisher, version: VersionSnapshot, action: str, claimed: Claim) -> Receipt | None:
+    """Before resuming a delivery whose run died, ask the channel what that run achieved: the receipt if the
+    delivery is out there already, else None (resume from what was recorded). Channels without `reconcile`
+    promise that calling them again is safe (their calls are never left unconfirmed)."""
+    if not (claimed.taken_over and claimed.previous_attempt and action != "retract"):
+        return None
+    if type(publisher).reconcile is Publisher.reconcile:
+        return None
+    found = publisher.reconcile(version.item_id, Receipt(state=str(DeliveryState.in_progress),
+                                                         details=claimed.previous_attempt))
+    if found is not None and found.state == DeliveryState.succeeded:
+        log.info("%s: the delivery of %s v%s that a dead run left is out already (%s)", publisher.name,
+                 version.item_id, version.number, found.remote_id)
+        found.details = {**found.details, "taken_over": True}
+        return found
+    return None
 
 
 def _call(store: Store, publisher: Publisher, version: VersionSnapshot, channel: str, action: str, reason: str,
-          unconfirmed: dict[str, Any]) -> Receipt:
+          previous_attempt: dict[str, Any]) -> Receipt:
     item_id = version.item_id
     if action == "retract":
         earlier = previous_receipt(store, item_id, channel)
@@ -211,7 +232,7 @@ def _call(store: Store, publisher: Publisher, version: VersionSnapshot, channel:
         if found is None:
             return Receipt(message="核对结果：此前的发布没有发出，无需撤回")
         return publisher.retract(item_id, found, reason)
-    extra = {"previous_attempt": unconfirmed} if unconfirmed else {}
+    extra = {"previous_attempt": previous_attempt} if previous_attempt else {}
     if action == "update":
         earlier = previous_receipt(store, item_id, channel, before_version=version.number)
         if earlier is None:
@@ -239,7 +260,9 @@ def settle_unconfirmed(store: Store, publisher: Publisher, pending: Delivery) ->
     Raises PublishError when the channel cannot tell yet (e.g. WeChat still publishing)."""
     found = publisher.reconcile(pending.item_id, _receipt_of(pending))
     with store.session() as session:
-        row = session.get(Delivery, pending.id)
+        row = session.get(Delivery, pending.id, with_for_update=True)
+        if row.state != DeliveryState.unconfirmed:  # a publish run claimed (or settled) it meanwhile: its turn
+            return _receipt_of(row) if row.state in DONE_STATES else None
         version = session.get(Version, row.version_id)
         if found is None:
             state, row.message = DeliveryState.failed, "核对结果：没有发出"

@@ -25,6 +25,7 @@ from typing import Any
 
 from rongmei.core.errors import ConfigError, PublishError
 from rongmei.targets.base import Target, cache_control_for, clean_key, clean_prefix, content_type_for
+from rongmei.targets.s3_multipart import MULTIPART_THRESHOLD, ResumableUpload
 
 log = logging.getLogger(__name__)
 
@@ -63,10 +64,14 @@ class S3Target(Target):
     """Published files as objects in one bucket, optionally under a key prefix."""
 
     def __init__(self, bucket: str, endpoint_url: str | None = None, prefix: str = "", client: Any = None,
-                 *, region_name: str | None = None, addressing_style: str = "auto", acl: str = "") -> None:
+                 *, region_name: str | None = None, addressing_style: str = "auto", acl: str = "",
+                 journal_dir: Path | None = None) -> None:
         if not bucket:
             raise ConfigError("S3 target needs a bucket name: set s3_bucket in rongmei.toml")
         self.bucket = bucket
+        # Where large uploads journal their multipart progress (rongmei.targets.s3_multipart); without one,
+        # boto3's own multipart, which a killed process cannot resume.
+        self.journal_dir = journal_dir
         self.prefix = prefix.strip("/")
         # Public sites usually get a public-read bucket policy instead; buckets with ACLs disabled
         # (AWS's default since 2023) reject any ACL, so none is sent unless asked for.
@@ -129,7 +134,11 @@ class S3Target(Target):
     def write_file(self, key: str, source: Path) -> None:
         if key.startswith("media/") and self.exists(key):
             return  # content-addressed: the same key always holds the same bytes
-        # upload_file switches to multipart for large videos; the object appears only once complete.
+        # Multipart for large videos: the object appears only once complete.
+        if self.journal_dir is not None and source.stat().st_size >= MULTIPART_THRESHOLD:
+            ResumableUpload(self.client, self.bucket, self.object_key(key), source, self.journal_dir,
+                            self._headers(key), lambda what, _key, func, **kw: self._call(what, key, func, **kw)).run()
+            return
         self._call("upload", key, lambda Bucket, **kw: self.client.upload_file(str(source), Bucket, **kw),
                    Key=self.object_key(key), ExtraArgs=self._headers(key))
 

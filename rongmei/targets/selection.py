@@ -16,5 +16,6 @@ def target_from_settings(settings: Settings) -> Target:
             from rongmei.targets.s3 import S3Target
         except ImportError as exc:  # pragma: no cover - only when the S3 module is missing
             raise ConfigError("s3_bucket is set but the S3 target is not available") from exc
-        return S3Target(settings.s3_bucket, endpoint_url=settings.s3_endpoint_url or None)
+        return S3Target(settings.s3_bucket, endpoint_url=settings.s3_endpoint_url or None,
+                        journal_dir=settings.data_dir / "s3-uploads")
     return DirectoryTarget(settings.site_dir)

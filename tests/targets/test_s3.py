@@ -163,3 +163,55 @@ def test_channels_publish_and_retract_through_the_s3_target(endpoint, bucket, tm
     assert all(e["id"] != "s3-news" for e in playlist["items"])
     page = s3.get_object(Bucket=bucket, Key="articles/s3-news/index.html")["Body"].read().decode()
     assert "撤稿测试" in page
+
+
+def test_a_large_upload_killed_half_way_resumes_at_the_next_part(endpoint, bucket, tmp_path: Path, monkeypatch):
+    """The multipart upload id and finished parts are written ahead: the next attempt sends only the rest,
+    and S3 ends with one complete object and no upload left open."""
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    monkeypatch.setenv("RONGMEI_FAULTS_DIR", str(faults))
+    journal = tmp_path / "s3-uploads"
+    video = tmp_path / "long.mp4"
+    video.write_bytes(bytes(range(256)) * (20 * 1024 * 1024 // 256 + 7))  # 3 parts of 8 MiB, the last short
+    key = f"media/{hashlib.sha256(video.read_bytes()).hexdigest()}.mp4"
+    client = boto3.client("s3", endpoint_url=endpoint)
+    sent: list[int] = []
+    real_upload_part = client.upload_part
+
+    def counting_upload_part(**kwargs):
+        sent.append(kwargs["PartNumber"])
+        return real_upload_part(**kwargs)
+
+    monkeypatch.setattr(client, "upload_part", counting_upload_part)
+    target = S3Target(bucket, client=client, journal_dir=journal)
+
+    (faults / "s3.after_part").write_text("raise")  # the first part is up, then the process "dies"
+    with pytest.raises(OSError, match=r"s3\.after_part"):
+        target.write_file(key, video)
+    assert sent == [1] and len(list(journal.glob("*.json"))) == 1
+    assert not target.exists(key)  # nothing half-uploaded is visible
+
+    target.write_file(key, video)  # the next attempt
+    assert sent == [1, 2, 3]  # part 1 was not sent again
+    assert target.read_bytes(key) == video.read_bytes()
+    assert head(endpoint, bucket, key)["ContentType"] == "video/mp4"
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert list(journal.glob("*.json")) == []
+
+
+def test_a_journal_whose_upload_was_aborted_starts_afresh(endpoint, bucket, tmp_path: Path, monkeypatch):
+    faults = tmp_path / "faults"
+    faults.mkdir()
+    monkeypatch.setenv("RONGMEI_FAULTS_DIR", str(faults))
+    video = tmp_path / "v.mp4"
+    video.write_bytes(b"\x00" * (17 * 1024 * 1024))
+    client = boto3.client("s3", endpoint_url=endpoint)
+    target = S3Target(bucket, client=client, journal_dir=tmp_path / "s3-uploads")
+    (faults / "s3.after_part").write_text("raise")
+    with pytest.raises(OSError):
+        target.write_file("media/v.mp4", video)
+    for upload in client.list_multipart_uploads(Bucket=bucket)["Uploads"]:  # a lifecycle rule, or a technician
+        client.abort_multipart_upload(Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"])
+    target.write_file("media/v.mp4", video)
+    assert target.read_bytes("media/v.mp4") == video.read_bytes()

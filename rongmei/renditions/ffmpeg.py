@@ -31,7 +31,7 @@ Progress = Callable[[str, float], None]
 
 _runs = 0
 _runs_lock = threading.Lock()
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 _prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
 
 
@@ -43,7 +43,7 @@ def _dies_with(parent: int) -> Callable[[], None] | None:
     prctl, sigkill = _prctl, int(signal.SIGKILL)
 
     def arrange() -> None:
-        prctl(PR_SET_PDEATHSIG, sigkill)
+        prctl(_PR_SET_PDEATHSIG, sigkill)
         if os.getppid() != parent:
             os._exit(1)
 

@@ -1,10 +1,6 @@
 """The process `rongmei up` runs in: it starts the stack (rongmei.runtime.up), prints where everything is,
-then watches the stack's processes until Ctrl-C or SIGTERM, and stops it all.
-
-A service that dies on its own (the Prefect server killed by the OOM killer, the worker giving up after the
-server was away for a while) is started again, at most `RESTARTS_ALLOWED` times in `RESTART_WINDOW` seconds per
-service; one that keeps dying stops everything, with its exit code, as before. Waiting reviews live in the
-Prefect server's database and our store, so a restarted server or worker continues where they were.
+then watches it (rongmei.runtime.watch: a service that dies is started again, so is Prefect's PostgreSQL, and a
+filling disk is announced) until Ctrl-C or SIGTERM, and stops it all.
 
 Apart from the CLI so that the command stays a thin call and the stack's lifetime is one readable function.
 """
@@ -19,43 +15,13 @@ from collections.abc import Callable
 
 from rongmei.core.settings import load_settings
 from rongmei.runtime import up as stack_mod
+from rongmei.runtime.watch import Watch
 from rongmei.storage.privacy import make_private
 from rongmei.storage.store import Store
 
-__all__ = ["RESTARTS_ALLOWED", "RESTART_WINDOW", "Echo", "Restarts", "run_stack"]
+__all__ = ["Echo", "run_stack"]
 
 Echo = Callable[..., None]  # called as echo(text) and echo(text, err=True), like typer.echo
-RESTARTS_ALLOWED = 5
-RESTART_WINDOW = 600.0  # seconds
-
-
-class Restarts:
-    """When each service was restarted lately, to tell a crash now and then from one that repeats."""
-
-    def __init__(self) -> None:
-        self.times: dict[str, list[float]] = {}
-
-    def allow(self, name: str, now: float) -> bool:
-        recent = [t for t in self.times.get(name, []) if now - t < RESTART_WINDOW]
-        self.times[name] = recent
-        if len(recent) >= RESTARTS_ALLOWED:
-            return False
-        recent.append(now)
-        return True
-
-
-def restart(stack: stack_mod.Stack, name: str, port: int) -> None:
-    """Start one dead service again: the Prefect server alone, or the worker together with its warm server."""
-    settings = stack.settings
-    if name == "prefect":
-        stack_mod.start_prefect(stack, settings, port)
-        return
-    for partner in ("worker", "warmstart"):  # start_worker starts both; the survivor goes first
-        proc = stack.processes.pop(partner, None)
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            proc.wait(timeout=60)
-    stack_mod.start_worker(stack, settings, stack.api_url)
 
 
 def run_stack(*, prefect_port: int | None, samples: bool, demo: bool, echo: Echo) -> int:
@@ -127,19 +93,9 @@ def run_stack(*, prefect_port: int | None, samples: bool, demo: bool, echo: Echo
                 echo(f"Demo mode is off: the demo reviewers {', '.join(left)} are refused. Deactivate them "
                      f"with `rongmei reviewers deactivate ID`.")
             echo("Enrol reviewers with: rongmei reviewers add ID --name NAME --role editor|desk_head|chief_editor")
-        restarts = Restarts()
+        watch = Watch(stack, prefect_port or settings.prefect_port, echo)
         while True:
-            for name, proc in list(stack.processes.items()):
-                if proc.poll() is None or stack.processes.get(name) is not proc:
-                    continue
-                if not restarts.allow(name, time.monotonic()):
-                    echo(f"{name} exited with code {proc.returncode}, the {RESTARTS_ALLOWED + 1}th time within "
-                         f"{RESTART_WINDOW / 60:.0f} minutes; stopping. See its log in "
-                         f"{(settings.data_dir / 'logs').resolve()}", err=True)
-                    raise KeyboardInterrupt
-                echo(f"{name} exited with code {proc.returncode}; starting it again …", err=True)
-                restart(stack, name, prefect_port or settings.prefect_port)
-                echo(f"{name} is running again")
+            watch.tick()
             time.sleep(1)
     except KeyboardInterrupt:
         echo("\nstopping: worker first, then the servers …")

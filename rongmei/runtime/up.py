@@ -120,6 +120,7 @@ class Stack:
     stoppers: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
     api_url: str = ""
     prefect_db: str = "SQLite (Prefect's own file)"
+    cluster: PrivateCluster | None = None  # the private PostgreSQL this stack started (rongmei.runtime.watch)
 
     def start_process(self, name: str, args: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
         out = private_file(log_file)  # kept open for the child's lifetime
@@ -169,6 +170,7 @@ def prefect_database(stack: Stack, settings: Settings) -> str | None:
     if all(name != "prefect-pg" for name, _ in stack.stoppers):  # a Prefect restart reuses the running cluster
         stack.stoppers.insert(0, ("prefect-pg", cluster.stop))  # stoppers run last-first: after every service
     stack.prefect_db = f"private PostgreSQL in {cluster.root}"
+    stack.cluster = cluster
     return url
 
 

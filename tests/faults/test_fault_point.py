@@ -39,7 +39,7 @@ def test_unarmed_or_without_the_variable_nothing_happens(tmp_path: Path, monkeyp
 def test_raise_fires_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv(FAULTS_DIR_VARIABLE, str(tmp_path))
     (tmp_path / "demo.point").write_text("raise\n")
-    with pytest.raises(InjectedFault, match="demo.point") as raised:
+    with pytest.raises(InjectedFault, match=r"demo\.point") as raised:
         fault_point("demo.point")
     assert isinstance(raised.value, OSError)  # handled like a full disk or a dropped connection
     assert not (tmp_path / "demo.point").exists()

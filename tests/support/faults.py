@@ -181,7 +181,7 @@ class FaultSystem:
     def armed(self, point: str) -> bool:
         return (self.faults_dir / point).exists()
 
-    def await_reached(self, point: str, timeout: float = 240) -> int:
+    def await_reached(self, point: str, timeout: float = 240, every: float = 0.25) -> int:
         """Wait until a process holds at `point`; returns its pid."""
         reached = self.faults_dir / f"{point}.reached"
 
@@ -194,7 +194,7 @@ class FaultSystem:
                 return 0
             return int(text) if text else 0  # written but not yet flushed: look again
 
-        return wait_until(held, f"fault point {point} reached", timeout, diagnose=self.log_tail)
+        return wait_until(held, f"fault point {point} reached", timeout, every=every, diagnose=self.log_tail)
 
     def await_fired(self, point: str, timeout: float = 240) -> None:
         """Wait until an armed `kill`/`raise` point was taken (its file gone)."""

@@ -97,6 +97,36 @@ class Newsroom:
         return wait_until(done, f"{item_id} published on {channels}", timeout, every=0.5,
                           diagnose=lambda: self.describe(item_id))
 
+    def runs(self, item_id: str, prefix: str = "") -> list[Any]:
+        with self.system.prefect(), get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(
+                flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"item:{item_id}"])))
+        return [r for r in runs if r.name.startswith(prefix)]
+
+    def await_run_ended(self, item_id: str, prefix: str = "审核", timeout: float = 240) -> None:
+        """Until Prefect shows none of the item's runs as running (the worker reported the killed one)."""
+        def ended() -> bool:
+            return not any(r.state is not None and r.state.is_running() for r in self.runs(item_id, prefix))
+
+        wait_until(ended, f"{item_id}: no {prefix} run running", timeout, every=0.5,
+                   diagnose=lambda: self.describe(item_id))
+
+    def await_leases_expired(self, item_id: str, timeout: float = 240) -> None:
+        """Until no delivery of the item is held by a live lease (its run died; the lease ran out)."""
+        from datetime import UTC, datetime
+
+        from rongmei.storage.tables import Delivery
+
+        def expired() -> bool:
+            now = datetime.now(UTC)
+            with self.store.session() as session:
+                rows = session.scalars(select(Delivery).where(Delivery.item_id == item_id,
+                                                              Delivery.state == "in_progress")).all()
+                return all(r.lease_expires is None or r.lease_expires.replace(tzinfo=UTC) < now for r in rows)
+
+        wait_until(expired, f"{item_id}: leases of its deliveries expired", timeout, every=0.5,
+                   diagnose=lambda: self.describe(item_id))
+
     def item_state(self, item_id: str) -> str:
         from rongmei.storage.tables import Item
 

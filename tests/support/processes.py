@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-__all__ = ["alive", "children_named", "descendants", "kill_tree", "processes", "wait_gone"]
+__all__ = ["alive", "children_named", "descendants", "freeze", "kill_tree", "processes", "wait_gone"]
 
 
 def processes() -> dict[int, tuple[int, str]]:
@@ -61,6 +61,13 @@ def children_named(parent: int, name: str) -> list[int]:
         if name in Path(command).name:
             found.append(pid)
     return found
+
+
+def freeze(pids: list[int]) -> None:
+    """SIGSTOP: the processes stay exactly where they are (an encoder cannot finish) until killed."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGSTOP)
 
 
 def kill_tree(*roots: int) -> set[int]:

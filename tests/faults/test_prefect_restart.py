@@ -10,7 +10,8 @@ from tests.support.faults import wait_until
 from tests.support.invariants import check_invariants, wechat_articles
 from tests.support.processes import kill_tree, wait_gone
 
-pytestmark = [pytest.mark.prefect, pytest.mark.faults]
+# The first scenario on a server pays for starting it (and the desk) on top of its own work: minutes when loaded.
+pytestmark = [pytest.mark.prefect, pytest.mark.faults, pytest.mark.timeout(2400)]
 
 
 def healthy(api_url: str) -> bool:

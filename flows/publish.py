@@ -27,6 +27,8 @@ from rongmei.delivery.gate import current_caller
 from rongmei.delivery.plan import delivery_plan, embargoed_until
 from rongmei.delivery.release import check_release
 from rongmei.runtime.orchestration import PrefectSlots
+from rongmei.runtime.runs import PUBLISH_DEPLOYMENT
+from rongmei.runtime.transient import again_after_transient_errors
 from rongmei.storage.snapshots import VersionSnapshot
 from rongmei.storage.store import store_for
 
@@ -48,6 +50,7 @@ def deliver_to(version: VersionSnapshot, channel: str, action: str) -> DeliveryR
 
 
 @flow(name="publish", log_prints=False)
+@again_after_transient_errors  # safe: a delivery that succeeded is never attempted again
 def publish(version_id: int) -> list[dict]:
     settings = load_settings()
     store = store_for(settings)
@@ -90,7 +93,7 @@ def wait_for_embargo(held: datetime) -> bool:
 def requeue(version_id: int, held: datetime) -> None:
     from prefect.deployments import run_deployment
 
-    run_deployment("publish/publish", parameters={"version_id": version_id}, scheduled_time=held, timeout=0,
+    run_deployment(PUBLISH_DEPLOYMENT, parameters={"version_id": version_id}, scheduled_time=held, timeout=0,
                    as_subflow=False, idempotency_key=f"embargo-{version_id}-{held.isoformat()}")
 
 

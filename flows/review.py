@@ -33,6 +33,8 @@ from rongmei.delivery.plan import embargoed_until
 from rongmei.delivery.release import build_release
 from rongmei.review.prepare import prepare_preview, prepare_renditions
 from rongmei.review.signoff import apply_signoff, attempts_so_far, form_description, stage_position
+from rongmei.runtime.runs import PUBLISH_DEPLOYMENT, REVIEW_DEPLOYMENT, start_review_run
+from rongmei.runtime.transient import again_after_transient_errors
 from rongmei.storage import ledger
 from rongmei.storage.snapshots import VersionSnapshot, load_version
 from rongmei.storage.store import store_for
@@ -48,10 +50,6 @@ __all__ = [
     "submitted_at",
     "withdraw_superseded_reviews",
 ]
-
-REVIEW_DEPLOYMENT = "review/review"
-PUBLISH_DEPLOYMENT = "publish/publish"
-
 
 class SignOffForm(RunInput):
     """签字单 — one per stage."""
@@ -90,6 +88,7 @@ def set_stage_tags(item_id: str, stage: str) -> None:
 
 
 @flow(name="review", persist_result=True, log_prints=False)
+@again_after_transient_errors  # safe: the stage comes from the store, and each answer is applied once
 def review(version_id: int) -> str:
     settings = load_settings()
     store = store_for(settings)
@@ -190,19 +189,9 @@ def run_logger() -> logging.Logger | logging.LoggerAdapter:
 
 def request_review(version_id: int, settings: Settings) -> None:
     """Start the sign-off run of a new version (from ingest)."""
-    from prefect.deployments import run_deployment
-
     version = load_version(store_for(settings), version_id)
-    title, item_id, number = version.meta.title, version.item_id, version.number
-    run_deployment(
-        REVIEW_DEPLOYMENT,
-        parameters={"version_id": version_id},
-        timeout=0,
-        flow_run_name=f"审核 · {title}（v{number}）",
-        tags=[f"item:{item_id}", f"stage:{settings.stages[0].name}"],
-        as_subflow=False,  # a review lives on its own, for days, not inside the ingest run that started it
-    )
-    withdraw_superseded_reviews(item_id, version_id, number)
+    start_review_run(version, settings.stages[0].name)
+    withdraw_superseded_reviews(version.item_id, version_id, version.number)
 
 
 def withdraw_superseded_reviews(item_id: str, version_id: int, number: int) -> None:

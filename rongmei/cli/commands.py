@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Annotated
 
@@ -14,7 +15,7 @@ from rongmei.storage import ledger
 from rongmei.storage.store import Store
 
 __all__ = [
-    "app", "audit_app", "audit_verify", "ingest", "main", "report", "retract", "reviewers_activate",
+    "app", "audit_app", "audit_verify", "ingest", "main", "reconcile", "report", "retract", "reviewers_activate",
     "reviewers_add", "reviewers_app", "reviewers_deactivate", "reviewers_demo_code", "reviewers_list",
     "reviewers_rotate", "status", "terminal_sim", "terminals_add", "terminals_app", "terminals_list",
     "ui_login", "up"
@@ -234,6 +235,28 @@ def retract(
     for r in results:
         typer.echo(f"{r.channel:<14} {DELIVERY_ZH.get(r.state, r.state)} {r.message}")
     if any(r.state != "succeeded" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
+def reconcile(
+    items: Annotated[list[str] | None, typer.Argument(metavar="[ITEM]...", help="Only these items.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what is stranded; change nothing.")] = False,
+) -> None:
+    """自动核对: find work crashed or killed runs left stranded (reviews with no run, approvals never published,
+    abandoned or unconfirmed deliveries, half-done retractions, stale scheduled runs) and finish it."""
+    from rongmei.runtime.orchestration import use_local_prefect
+
+    settings = load_settings()
+    if (api := use_local_prefect(settings)) is None:
+        typer.echo(f"Prefect 服务器没有响应（{os.environ.get('PREFECT_API_URL')}）：自动核对要对照它的运行。"
+                   "请先启动 `rongmei up`，或设置 PREFECT_API_URL。", err=True)
+        raise typer.Exit(1)
+    from rongmei.runtime.reconciler import reconcile as reconcile_pass
+
+    report = reconcile_pass(settings, dry_run=dry_run, item_ids=items or None)
+    typer.echo("\n".join(report.lines()) + f"\n（Prefect：{api}）")
+    if report.failed:
         raise typer.Exit(1)
 
 

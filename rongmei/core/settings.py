@@ -182,6 +182,34 @@ class Settings(BaseSettings):
         description="How long a publish run owns a delivery without showing signs of life (it renews the lease at "
         "every step it records); after that the delivery counts as abandoned and the reconciler takes it over.",
     )
+    reconcile_grace_seconds: float = Field(
+        default=120.0, ge=0,
+        description="The reconciler leaves work younger than this alone: the run that is about to take it "
+        "(a review run ingest is starting, the publish run of a sign-off just given) may not be visible yet.",
+    )
+    reconcile_unconfirmed_per_pass: int = Field(
+        default=10, ge=0, description="At most this many `unconfirmed` deliveries are re-queried per reconcile pass "
+        "(WeChat's freepublish/get allows 100 calls a day for the whole account).",
+    )
+    reconcile_unconfirmed_interval_minutes: float = Field(
+        default=10.0, gt=0, description="An unconfirmed delivery is re-queried at most this often; the wait "
+        "doubles after every answer that settles nothing, up to reconcile_unconfirmed_max_interval_minutes.",
+    )
+    reconcile_unconfirmed_max_interval_minutes: float = Field(
+        default=360.0, gt=0, description="The longest wait between two re-queries of one unconfirmed delivery.",
+    )
+    reconcile_dead_run_seconds: float = Field(
+        default=900.0, gt=0,
+        description="A flow run that Prefect still shows as running or pending but that sent no heartbeat "
+        "(flow_heartbeat_seconds) for this long is dead (its process was killed): the reconciler marks it "
+        "crashed and finishes its work.",
+    )
+    flow_heartbeat_seconds: int = Field(
+        default=30, ge=0,
+        description="Flow runs started by `rongmei up`'s worker send Prefect a heartbeat this often "
+        "(PREFECT_FLOWS_HEARTBEAT_FREQUENCY, at least 30); 0 turns heartbeats off, and then the reconciler "
+        "never judges a running run dead.",
+    )
     timezone: str = Field(default="Asia/Shanghai", description="Zone for times without an offset.")
 
     @classmethod

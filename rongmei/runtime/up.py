@@ -31,6 +31,7 @@ from rongmei.core.settings import Settings
 from rongmei.runtime import pgcluster
 from rongmei.runtime.orchestration import api_auth_file
 from rongmei.runtime.pgcluster import PrivateCluster
+from rongmei.runtime.transient import flow_run_environment
 from rongmei.runtime.warmstart_protocol import SOCKET_ENV
 from rongmei.storage.privacy import private_file
 
@@ -220,6 +221,7 @@ def deploy(settings: Settings, api_url: str) -> None:
 def start_worker(stack: Stack, settings: Settings, api_url: str) -> None:
     """The warm server first (flow runs start as its forks, see rongmei.runtime.warmstart), then the worker."""
     env = prefect_env(settings, api_url)
+    env.update(flow_run_environment(settings))  # more client retries, and heartbeats (rongmei.runtime.transient)
     socket_path = Path(env[SOCKET_ENV])
     socket_path.unlink(missing_ok=True)  # left by a run that was killed: the new server binds it when ready
     warm = stack.start_process(

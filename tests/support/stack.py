@@ -70,6 +70,7 @@ class PrefectStack:
         from rongmei.runtime.up import deploy
 
         deploy(self.settings, self.api_url)
+        pause_background_reconcile()
         self._start_worker()
 
     def stop_process(self, name: str) -> None:
@@ -86,6 +87,15 @@ class PrefectStack:
 
     def stop(self) -> None:
         self.stack.stop()
+
+
+def pause_background_reconcile() -> None:
+    """Pause the reconcile deployment's schedule in the test stack: a pass every two minutes would finish the work
+    other tests strand on purpose, under their feet. tests/runtime/test_reconciler.py runs its passes itself."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        client.pause_deployment(client.read_deployment_by_name("reconcile/reconcile").id)
 
 
 def stack_worker_env(wechat_base_url: str) -> dict[str, str]:

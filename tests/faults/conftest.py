@@ -25,7 +25,7 @@ from standins.wechat.state import DEFAULT_FAULTS
 from tests.support.faults import WECHAT_APP_ID, WECHAT_SECRET, FaultSystem
 from tests.support.media import make_video
 from tests.support.newsroom import Newsroom
-from tests.support.processes import children_named, freeze
+from tests.support.processes import Process, children_named, freeze
 from tests.support.s3 import RestartableS3
 
 MODULES = ["test_fault_point", "test_flow_run_kills", "test_wechat_faults", "test_s3_down", "test_prefect_restart",
@@ -142,8 +142,8 @@ ITEMS: dict[str, Prepared] = {
 @dataclass
 class Desk:
     items: dict[str, Prepared]
-    transcoding_run: int  # the review run held in the video's transcode
-    encoders: list[int]  # its ffmpeg processes, frozen (SIGSTOP) so that they cannot finish meanwhile
+    transcoding_run: Process  # the review run held in the video's transcode
+    encoders: list[Process]  # its ffmpeg processes, frozen (SIGSTOP) so that they cannot finish meanwhile
 
 
 @pytest.fixture(scope="package")
@@ -157,7 +157,7 @@ def desk(county: FaultSystem, newsroom: Newsroom, tmp_path_factory: pytest.TempP
         files = {"video.mp4": clip.read_bytes()} if item.video else None
         newsroom.drop(item_id, item.title, list(item.channels), files=files, kind="video" if item.video else "article")
     run = county.await_reached("renditions.transcode", timeout=600, every=0.02)
-    encoders = children_named(run, "ffmpeg")
+    encoders = children_named(run.pid, "ffmpeg")
     freeze(encoders)
     for stage in ("first", "second"):
         for item_id, item in ITEMS.items():

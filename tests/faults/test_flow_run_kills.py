@@ -11,7 +11,6 @@ from rongmei.storage.tables import LedgerEntry, SignOff
 from tests.support.faults import FaultSystem, wait_until
 from tests.support.invariants import check_invariants, wechat_articles
 from tests.support.newsroom import Newsroom
-from tests.support.processes import alive
 
 # The first scenario on a server pays for starting it (and the desk) on top of its own work: minutes when loaded.
 pytestmark = [pytest.mark.prefect, pytest.mark.faults, pytest.mark.timeout(2400)]
@@ -33,7 +32,7 @@ def test_killed_during_the_transcode_no_encoder_is_left_and_the_video_goes_out(c
     county.kill(run)
     # The encoder of a dead run must not go on writing (for a long video: minutes of CPU, and a file the next
     # run writes too). It is frozen, so only the kernel's parent-death signal can end it.
-    wait_until(lambda: not any(alive(p) for p in encoders), "the killed run's ffmpeg gone", 60)
+    wait_until(lambda: not any(p.same() for p in encoders), "the killed run's ffmpeg gone", 60)
     newsroom.await_run_ended("r-video")
     reconcile(county)  # the version waits in review with no live review run: a new one starts
     sign_through(newsroom, "r-video")

@@ -75,7 +75,7 @@ def test_a_submit_answer_that_times_out_is_reconciled_not_submitted_again(county
 
 def test_an_article_wechat_refuses_is_failed_with_the_reason_and_not_resubmitted(county, desk, newsroom, wechat):
     title = desk.items["t-audit"].title
-    wechat.set_faults(publish_outcome=3)  # 审核不通过 (WeChat's own review refused it)
+    wechat.set_faults(publish_outcome=4)  # 平台审核不通过: WeChat's own review refused it
     newsroom.sign("t-audit", "final")
     row = settled(newsroom, "t-audit", ("failed",))
     assert "发表失败" in row.message, row.message

@@ -31,7 +31,7 @@ from rongmei.core.settings import Settings
 from tests.support.drops import write_drop
 from tests.support.environment import free_port
 from tests.support.paths import ROOT
-from tests.support.processes import alive, descendants, kill_tree, wait_gone
+from tests.support.processes import Process, descendants, kill_tree, wait_gone
 
 __all__ = ["READY_LINE", "WECHAT_APP_ID", "WECHAT_SECRET", "FaultSystem", "wait_until"]
 
@@ -181,8 +181,8 @@ class FaultSystem:
     def armed(self, point: str) -> bool:
         return (self.faults_dir / point).exists()
 
-    def await_reached(self, point: str, timeout: float = 240, every: float = 0.25) -> int:
-        """Wait until a process holds at `point`; returns its pid."""
+    def await_reached(self, point: str, timeout: float = 240, every: float = 0.25) -> Process:
+        """Wait until a process holds at `point`; returns it (by pid and start time)."""
         reached = self.faults_dir / f"{point}.reached"
 
         def held() -> int:
@@ -194,18 +194,18 @@ class FaultSystem:
                 return 0
             return int(text) if text else 0  # written but not yet flushed: look again
 
-        return wait_until(held, f"fault point {point} reached", timeout, every=every, diagnose=self.log_tail)
+        return Process(wait_until(held, f"fault point {point} reached", timeout, every=every,
+                                  diagnose=self.log_tail))
 
     def await_fired(self, point: str, timeout: float = 240) -> None:
         """Wait until an armed `kill`/`raise` point was taken (its file gone)."""
         wait_until(lambda: not self.armed(point), f"fault point {point} fired", timeout, diagnose=self.log_tail)
 
     @staticmethod
-    def kill(pid: int) -> None:
+    def kill(proc: Process) -> None:
         """SIGKILL one process (a flow run held at a fault point) and wait until it is gone."""
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        wait_until(lambda: not alive(pid), f"process {pid} gone after SIGKILL", 60)
+        assert proc.signal(signal.SIGKILL), f"{proc} had already ended before the test killed it"
+        wait_until(lambda: not proc.same(), f"{proc} gone after SIGKILL", 60)
 
     # Talking to it -----------------------------------------------------------------------------------
     def prefect_login(self) -> str:

@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-__all__ = ["alive", "children_named", "descendants", "freeze", "kill_tree", "processes", "wait_gone"]
+__all__ = ["Process", "alive", "children_named", "descendants", "freeze", "kill_tree", "processes", "wait_gone"]
 
 
 def processes() -> dict[int, tuple[int, str]]:
@@ -27,6 +27,37 @@ def processes() -> dict[int, tuple[int, str]]:
         fields = stat[stat.rindex(")") + 2:].split()  # after the command name, which may hold spaces
         found[int(entry)] = (int(fields[1]), fields[0])
     return found
+
+
+class Process:
+    """A process by pid *and* start time: on a busy machine (pid_max 32768) a pid is soon another process's, and a
+    signal sent to a stale pid would hit whatever runs there now."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.started = _start_time(pid)
+
+    def same(self) -> bool:
+        return self.started is not None and _start_time(self.pid) == self.started and alive(self.pid)
+
+    def signal(self, signum: int) -> bool:
+        """Send `signum` if it is still the same process; whether it was."""
+        if not self.same():
+            return False
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signum)
+        return True
+
+    def __repr__(self) -> str:
+        return f"Process({self.pid})"
+
+
+def _start_time(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat[stat.rindex(")") + 2:].split()[19])  # field 22, starttime (clock ticks since boot)
 
 
 def alive(pid: int) -> bool:
@@ -50,7 +81,7 @@ def descendants(*roots: int) -> set[int]:
     return found
 
 
-def children_named(parent: int, name: str) -> list[int]:
+def children_named(parent: int, name: str) -> list[Process]:
     """Descendants of `parent` whose executable's name contains `name` (e.g. "ffmpeg")."""
     found = []
     for pid in descendants(parent) - {parent}:
@@ -59,15 +90,14 @@ def children_named(parent: int, name: str) -> list[int]:
         except OSError:
             continue
         if name in Path(command).name:
-            found.append(pid)
+            found.append(Process(pid))
     return found
 
 
-def freeze(pids: list[int]) -> None:
+def freeze(procs: list[Process]) -> None:
     """SIGSTOP: the processes stay exactly where they are (an encoder cannot finish) until killed."""
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGSTOP)
+    for proc in procs:
+        proc.signal(signal.SIGSTOP)
 
 
 def kill_tree(*roots: int) -> set[int]:

@@ -9,15 +9,17 @@ from __future__ import annotations
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.states import State
 
 from rongmei.core.errors import RongmeiError
 from rongmei.core.settings import Settings, load_settings
 from rongmei.intake.drops import Drop
 from rongmei.intake.ingest import Outcome, ingest_drop, settled_drops
 from rongmei.intake.names import escape_name
+from rongmei.intake.outages import one_line
 from rongmei.storage.store import Store, store_for
 
-__all__ = ["ingest", "send_to_review", "summary", "take_in"]
+__all__ = ["ingest", "reason", "send_to_review", "summary", "take_in"]
 
 
 @task(name="take in drop", cache_policy=NO_CACHE, task_run_name="take in {drop.name}")
@@ -51,11 +53,13 @@ def ingest(start_reviews: bool = True) -> list[dict]:
     store = store_for(settings)
     logger = get_run_logger()
     outcomes: list[Outcome] = []
-    waiting: list[str] = []  # drops the store could not take (it was unreachable): still in the inbox
+    waiting: list[str] = []  # drops the store could not take (unreachable, or its disk full): still in the inbox
+    why = ""  # the first reason, said once: it is the same for every drop that waits
     for drop in settled_drops(settings):
         state = take_in(drop, settings, store, return_state=True)
         if not state.is_completed():
             waiting.append(drop.label)
+            why = why or reason(state)
             continue
         if (outcome := state.result()) is not None:
             outcomes.append(outcome)
@@ -73,7 +77,7 @@ def ingest(start_reviews: bool = True) -> list[dict]:
         logger.error("收稿未全部完成：%s", "；".join(waiting + not_sent))
         raise RongmeiError(
             "ingest did not finish: "
-            + (f"the store failed for drops {waiting} (they wait in the inbox; the next run retries them). "
+            + (f"the store failed for drops {waiting} (they wait in the inbox; the next run retries them): {why} "
                if waiting else "")
             + (f"No review run was started for {not_sent} (their versions are stored): check that the review "
                "deployment exists (`prefect deploy --all`, as `rongmei up` runs it) and the Prefect server is "
@@ -81,6 +85,15 @@ def ingest(start_reviews: bool = True) -> list[dict]:
                if not_sent else "")
         )
     return [{"drop": o.drop, "status": o.status, "item": o.item_id, "version": o.version} for o in outcomes]
+
+
+def reason(state: State) -> str:
+    """What stopped a task, in one line (a full disk says where and what to do)."""
+    try:
+        error = state.result(raise_on_failure=False)
+    except Exception:  # the exception could not be read back: the state's own message names it
+        error = None
+    return one_line(error) if isinstance(error, BaseException) else str(state.message or state.name)
 
 
 def summary(outcomes: list[Outcome]) -> str:

@@ -5,7 +5,8 @@ and a re-run that finds a drop whose content equals the item's latest version on
 Nothing an editor dropped is ever deleted: it ends in archive/, rejected/ or (later) returned/.
 
 One bad drop never stops the others ("Every door guarded"): `ingest_drop` turns any error a drop causes into
-an outcome. An unexpected error before the commit rejects the drop with the error in REJECTED.md; a drop that
+an outcome. A full disk under the data dir is no fault of the drop: it stays in the inbox (StoreFull, with what
+to do), like a store that cannot be reached, and the pass after space is freed takes it in. An unexpected error before the commit rejects the drop with the error in REJECTED.md; a drop that
 cannot even be moved to rejected/ (or, once committed, to archive/) stays where it is and is reported in the
 ledger once per state of the drop, not on every pass of the 15-second schedule; the next pass tries again.
 """
@@ -21,8 +22,9 @@ from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError
 
+from rongmei.core.faults import fault_point
 from rongmei.core.files import name_max
 from rongmei.core.model import SHANGHAI, CheckResult, Severity
 from rongmei.core.settings import Settings
@@ -32,22 +34,21 @@ from rongmei.intake.checks import run_checks
 from rongmei.intake.drops import Drop, Limits, drop_state, find_drops, is_settled
 from rongmei.intake.moves import set_aside, write_report
 from rongmei.intake.names import escape_name, safe_name
+from rongmei.intake.outages import STORE_DOWN, StoreFull, disk_full, one_line, store_full
 from rongmei.storage import ledger
 from rongmei.storage.store import Store
 from rongmei.storage.tables import Item, LedgerEntry, Version
 from rongmei.storage.transitions import LedgerNote, transition
 
 __all__ = [
-    "STORE_DOWN", "STUCK", "SYSTEM", "Outcome", "archive", "content_hash", "ingest_drop", "ingest_inbox",
-    "limits_for", "one_line", "record_version", "reject", "rejected_report", "report_stuck", "settled_drops",
-    "system_error"
+    "STUCK", "SYSTEM", "Outcome", "archive", "content_hash", "ingest_drop", "ingest_inbox", "limits_for",
+    "record_version", "reject", "rejected_report", "report_stuck", "settled_drops", "system_error"
 ]
 
 log = logging.getLogger(__name__)
 SYSTEM = "system:ingest"
 STUCK = "ingest_stuck"  # ledger action: a drop left in the inbox because it could not be moved
-# The store itself failing is no fault of the drop: the drop waits in the inbox and the caller hears of it.
-STORE_DOWN = (OperationalError, InterfaceError)
+
 
 
 @dataclass
@@ -95,7 +96,7 @@ def ingest_drop(drop: Drop, settings: Settings, store: Store) -> Outcome | None:
 
     Never raises because of the drop (see the module docstring). Returns None when the drop is gone or
     changed while it was read (another run took it, or the editor is still at it): the next pass looks again.
-    Raises only when the store is unreachable (STORE_DOWN), leaving the drop in the inbox.
+    Raises only when the store is unreachable or its disk is full (STORE_DOWN), leaving the drop in the inbox.
     """
     try:
         state = drop_state(drop)
@@ -111,13 +112,17 @@ def ingest_drop(drop: Drop, settings: Settings, store: Store) -> Outcome | None:
             checks += run_checks(bundle.meta, bundle.body, bundle.files, settings)  # type: ignore[arg-type]
         problems = bundle.problems + [c for c in checks if c.blocking]
         recorded = None if problems else record_version(bundle, checks, store)
-    except STORE_DOWN:
+    except STORE_DOWN as exc:
+        if disk_full(exc) and not isinstance(exc, StoreFull):
+            raise store_full(settings, drop, exc) from exc
         raise
     except IntegrityError:
         # Another run committed this version first; the next pass finds it unchanged and finishes the move.
         log.info("drop %s was taken in by another run meanwhile", drop.label)
         return None
     except Exception as exc:  # anything at all: reported to the editor and the log, never lost
+        if disk_full(exc):  # no fault of the drop: it must not be rejected for it
+            raise store_full(settings, drop, exc) from exc
         if _changed(drop, state):
             log.info("drop %s changed while it was taken in (%s); looking again next pass", drop.label, exc)
             return None
@@ -138,11 +143,6 @@ def system_error(exc: BaseException) -> CheckResult:
     )
 
 
-def one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return escape_name(text if len(text) <= limit else text[:limit] + "…")
-
-
 def _changed(drop: Drop, state: str) -> bool:
     try:
         return drop_state(drop) != state
@@ -159,6 +159,7 @@ def record_version(bundle: Bundle, checks: list[CheckResult], store: Store) -> O
         with bundle.open(rel) as source:  # the very file that was checked, never a link put there since
             sha256, size = store.put_stream(source)
         files[rel] = {"sha256": sha256, "bytes": size}
+    fault_point("ingest.after_blobs")  # blobs stored, no version yet: a re-run stores nothing twice
     meta_json = meta.to_json()
     digest = content_hash(meta_json, bundle.body, {rel: f["sha256"] for rel, f in files.items()})
     with store.session() as session:
@@ -228,6 +229,7 @@ def archive(bundle: Bundle, outcome: Outcome, settings: Settings, store: Store, 
     The version stands whatever happens here: if the move fails the original stays in the inbox, the failure
     is reported once, and the next pass (finding the content unchanged) tries the move again."""
     try:
+        fault_point("ingest.before_archive_move")  # the version is committed, the original still in the inbox
         destination = set_aside(bundle.drop, settings.archive / outcome.item_id / f"v{outcome.version}")
     except Exception as exc:  # the version is committed: its review must start all the same
         if not _changed(bundle.drop, state):
@@ -240,10 +242,14 @@ def archive(bundle: Bundle, outcome: Outcome, settings: Settings, store: Store, 
             report_stuck(bundle, [problem], exc, store, state, version=outcome.version)
         return outcome
     outcome.moved_to = str(destination)
-    with store.session() as session:
-        version = session.get(Version, outcome.version_id)
-        if version is not None and not version.archived_to:
-            version.archived_to = str(destination)
+    try:
+        with store.session() as session:
+            version = session.get(Version, outcome.version_id)
+            if version is not None and not version.archived_to:
+                version.archived_to = str(destination)
+    except STORE_DOWN as exc:  # the version and the move stand; only where the original went is not noted
+        log.warning("drop %s archived to %s, but the store could not note it: %s", bundle.drop.label, destination,
+                    one_line(exc))
     return outcome
 
 

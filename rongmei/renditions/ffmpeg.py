@@ -1,19 +1,26 @@
 """Running the ffmpeg binary shipped by imageio-ffmpeg (there is no ffprobe), with progress reporting.
 
 Every call goes through `run_ffmpeg`, which counts runs (`ffmpeg_run_count`) so callers and tests can see
-that a cached rendition did not touch ffmpeg again.
+that a cached rendition did not touch ffmpeg again. An ffmpeg never outlives its run: it is stopped when the
+call fails, and on Linux the kernel kills it when the process that started it dies (a SIGKILLed flow run would
+otherwise leave it encoding for minutes beside the run that redoes the work).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
+import signal
 import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from functools import cache
 from pathlib import Path
 
+from rongmei.core.faults import fault_point
 from rongmei.renditions.errors import MediaError
 
 __all__ = ["Progress", "ffmpeg_exe", "ffmpeg_run_count", "filter_path", "run_ffmpeg"]
@@ -24,6 +31,23 @@ Progress = Callable[[str, float], None]
 
 _runs = 0
 _runs_lock = threading.Lock()
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+_prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
+
+
+def _dies_with(parent: int) -> Callable[[], None] | None:
+    """What the child runs between fork and exec: ask for SIGKILL when `parent` (the thread that started it) dies,
+    and give up at once if it died already. Only a C call and two system calls: nothing that takes a lock."""
+    if _prctl is None:
+        return None
+    prctl, sigkill = _prctl, int(signal.SIGKILL)
+
+    def arrange() -> None:
+        prctl(_PR_SET_PDEATHSIG, sigkill)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arrange
 
 
 @cache
@@ -50,11 +74,13 @@ def _count() -> None:
 
 
 def run_ffmpeg(args: Sequence[str], *, what: str, duration_s: float | None = None,
-               progress: Progress | None = None, cwd: Path | None = None, check: bool = True) -> str:
+               progress: Progress | None = None, cwd: Path | None = None, check: bool = True,
+               fault: str = "") -> str:
     """Run `ffmpeg -hide_banner -nostdin <args>`; returns stderr (where ffmpeg reports measurements).
 
     With `duration_s` and `progress`, ffmpeg's `-progress pipe:1` is parsed and `progress(what, 0..1)` called
-    about once a second. A non-zero exit raises MediaError naming `what` and ffmpeg's last lines.
+    about once a second. A non-zero exit raises MediaError naming `what` and ffmpeg's last lines. `fault` names
+    the fault point (rongmei.core.faults) passed while ffmpeg runs.
     """
     cmd = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-y"]
     reporting = progress is not None and duration_s
@@ -66,10 +92,17 @@ def run_ffmpeg(args: Sequence[str], *, what: str, duration_s: float | None = Non
     # stderr goes to a file, not a pipe: reading only stdout while stderr fills its pipe would deadlock.
     with tempfile.TemporaryFile() as err:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE if reporting else subprocess.DEVNULL,
-                                stderr=err, cwd=cwd)
-        if reporting and proc.stdout is not None:
-            _follow_progress(proc.stdout, what, float(duration_s or 0), progress)  # type: ignore[arg-type]
-        code = proc.wait()
+                                stderr=err, cwd=cwd, preexec_fn=_dies_with(os.getpid()))
+        try:
+            if fault:
+                fault_point(fault)
+            if reporting and proc.stdout is not None:
+                _follow_progress(proc.stdout, what, float(duration_s or 0), progress)  # type: ignore[arg-type]
+            code = proc.wait()
+        except BaseException:  # e.g. the progress file could not be written (disk full): no ffmpeg left behind
+            proc.kill()
+            proc.wait()
+            raise
         err.seek(0)
         stderr = err.read().decode("utf-8", "replace")
     if code != 0 and check:

@@ -111,7 +111,7 @@ def thumbnail_args(source: Path, target: Path, info: MediaInfo) -> list[str]:
 def video_web(source: Path, target: Path, info: MediaInfo, config: MediaSettings,
               progress: Progress | None = None) -> None:
     run_ffmpeg(web_args(source, target, info, config), what="视频（网页/微信 720p）",
-               duration_s=info.duration_s, progress=progress)
+               duration_s=info.duration_s, progress=progress, fault="renditions.transcode")
 
 
 def video_screen(source: Path, target: Path, info: MediaInfo, config: MediaSettings, *,
@@ -123,7 +123,7 @@ def video_screen(source: Path, target: Path, info: MediaInfo, config: MediaSetti
         local_subs = Path("subtitles.srt")
         (workdir / local_subs).write_text(read_srt(subtitles), encoding="utf-8")
     run_ffmpeg(screen_args(source, target, info, config, local_subs), what="视频（大屏 1080p）",
-               duration_s=info.duration_s, progress=progress, cwd=workdir)
+               duration_s=info.duration_s, progress=progress, cwd=workdir, fault="renditions.transcode")
 
 
 def thumbnail(source: Path, target: Path, info: MediaInfo) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from rongmei.core.errors import SignOffRefused
+from rongmei.core.faults import fault_point
 from rongmei.core.files import extension_for, unique_path
 from rongmei.core.labels import DECISION_ZH, ROLE_ZH
 from rongmei.core.model import SHANGHAI
@@ -125,6 +126,7 @@ def apply_signoff(
                                 "submitted_at": at}),
         )
         message = f"{stage.label}：{reviewer_id} {DECISION_ZH[decision]}" + (f"（{comment}）" if comment else "")
+        fault_point("review.before_signoff_commit")  # all of the sign-off written, nothing committed yet
     if decision == "return":
         write_returned(store, settings, snapshot, stage, reviewer_id, comment)
     return StageResult(status, message)

@@ -1,5 +1,6 @@
 """The process `rongmei up` runs in: it starts the stack (rongmei.runtime.up), prints where everything is,
-then watches the stack's processes until Ctrl-C, SIGTERM or one of them exiting, and stops it all.
+then watches it (rongmei.runtime.watch: a service that dies is started again, so is Prefect's PostgreSQL, and a
+filling disk is announced) until Ctrl-C or SIGTERM, and stops it all.
 
 Apart from the CLI so that the command stays a thin call and the stack's lifetime is one readable function.
 """
@@ -14,6 +15,7 @@ from collections.abc import Callable
 
 from rongmei.core.settings import load_settings
 from rongmei.runtime import up as stack_mod
+from rongmei.runtime.watch import Watch
 from rongmei.storage.privacy import make_private
 from rongmei.storage.store import Store
 
@@ -93,11 +95,9 @@ def run_stack(*, prefect_port: int | None, samples: bool, demo: bool, echo: Echo
                 echo(f"Demo mode is off: the demo reviewers {', '.join(left)} are refused. Deactivate them "
                      f"with `rongmei reviewers deactivate ID`.")
             echo("Enrol reviewers with: rongmei reviewers add ID --name NAME --role editor|desk_head|chief_editor")
+        watch = Watch(stack, prefect_port or settings.prefect_port, echo)
         while True:
-            for name, proc in stack.processes.items():
-                if proc.poll() is not None:
-                    echo(f"{name} exited with code {proc.returncode}; stopping", err=True)
-                    raise KeyboardInterrupt
+            watch.tick()
             time.sleep(1)
     except KeyboardInterrupt:
         echo("\nstopping: worker first, then the servers …")

@@ -30,6 +30,7 @@ from rongmei.core.errors import ConfigError
 from rongmei.core.files import PROJECT_ROOT
 from rongmei.core.settings import Settings
 from rongmei.runtime.orchestration import api_auth_file
+from rongmei.runtime.pgcluster import PrivateCluster
 from rongmei.runtime.prefect_db import choose_prefect_database, client_env, record_choice
 from rongmei.runtime.transient import flow_run_environment
 from rongmei.runtime.warmstart_protocol import SOCKET_ENV
@@ -123,6 +124,7 @@ class Stack:
     api_url: str = ""
     prefect_db: str = "SQLite (Prefect's own file)"  # what `prefect_database` chose, as printed
     prefect_db_problem: str = ""  # why the private PostgreSQL is not used, with the fix
+    cluster: PrivateCluster | None = None  # the private PostgreSQL this stack started (rongmei.runtime.watch)
 
     def start_process(self, name: str, args: list[str], env: dict[str, str], log_file: Path) -> subprocess.Popen:
         out = private_file(log_file)  # kept open for the child's lifetime
@@ -159,6 +161,8 @@ def prefect_database(stack: Stack, settings: Settings) -> dict[str, str]:
     cluster = database.cluster
     if cluster is not None and all(name != "prefect-pg" for name, _ in stack.stoppers):  # a restart reuses it
         stack.stoppers.insert(0, ("prefect-pg", cluster.stop))  # stoppers run last-first: after every service
+    if cluster is not None:
+        stack.cluster = cluster
     return database.server_env()
 
 

@@ -121,7 +121,8 @@ def alive(pid: int) -> bool:
 def exit_like(code: int) -> None:
     """Exit with the child's code, or die of the child's signal, as the cold engine process would have."""
     if code < 0:
-        signal.signal(-code, signal.SIG_DFL)
+        if -code not in (signal.SIGKILL, signal.SIGSTOP):  # those two take no handler (EINVAL): they need none
+            signal.signal(-code, signal.SIG_DFL)
         os.kill(os.getpid(), -code)
         time.sleep(1)
         code = 128 - code

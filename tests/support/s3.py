@@ -28,3 +28,29 @@ def fake_aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+class RestartableS3:
+    """moto's S3 server on a fixed port that can go down and come back with its buckets (moto keeps them in
+    this process): the S3 target being unreachable for a while, as a network cut or an outage makes it."""
+
+    def __init__(self) -> None:
+        from tests.support.environment import free_port
+
+        self.port = free_port()
+        self.server: object | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()  # type: ignore[attr-defined]
+            self.server = None

@@ -42,12 +42,6 @@ def phases(run_id, clicked: float) -> str:
                     for state in states if state.timestamp.timestamp() >= clicked - 0.5)
 
 
-def summary(values: list[float]) -> str:
-    p90 = statistics.quantiles(values, n=10)[8] if len(values) > 1 else values[0]
-    return (f"p50 {statistics.median(values):.2f} s, p90 {p90:.2f} s, min {min(values):.2f} s, "
-            f"max {max(values):.2f} s")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=20, help="items timed with warm start")
@@ -62,6 +56,7 @@ def main() -> None:
                            "RONGMEI_SETTLE_SECONDS": "0.2"})
         import requests
 
+        from bench._support import summary
         from rongmei.core.settings import Settings
         from rongmei.distribution.server import serve_in_thread
         from rongmei.review.reviewers import enroll

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import resource
 import sys
 import tempfile
@@ -20,26 +19,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("RONGMEI_CONFIG", "/nonexistent/rongmei.toml")
 
+from bench._support import make_drops
 from rongmei.core.settings import Lexicon, Settings
 from rongmei.storage.store import Store
-
-WORDS = ["全旗", "秋粮", "丰收", "牧民", "草原", "防火", "供热", "通知", "乡村振兴", "合作社", "旅游", "那达慕", "学校", "医院", "道路", "建设", "生态", "治理"]
-
-
-def make_drops(inbox: Path, n: int) -> None:
-    rng = random.Random(42)
-    old = time.time() - 3600
-    for i in range(n):
-        folder = inbox / f"bench-{i:05d}"
-        folder.mkdir(parents=True)
-        body = "\n\n".join("".join(rng.choice(WORDS) for _ in range(60)) + "。" for _ in range(8))
-        (folder / "index.md").write_text(
-            f"---\ntitle: 基准测试稿件{i}号 {rng.choice(WORDS)}\nauthor: 编辑{i % 17}\nsummary: 摘要{i}\n"
-            f"tags: [{rng.choice(WORDS)}]\nchannels: [web, wechat]\n---\n{body}\n",
-            encoding="utf-8",
-        )
-        for p in (folder / "index.md", folder):
-            os.utime(p, (old, old))
 
 
 def main() -> None:

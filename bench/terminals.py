@@ -31,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench._support import free_port
 from publishers.base import Playable
 from rongmei.core.settings import Settings
 from rongmei.delivery.grants import replace_grants
@@ -43,12 +44,6 @@ GROUPS = 20
 ZONES = 50
 PLAY_EVERY = 20
 SHA = "ab" * 32
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def manifest(kind: str, name: str, version: int) -> str:

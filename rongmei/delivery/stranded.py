@@ -8,7 +8,7 @@ rongmei.runtime.reconciler holds these against the runs Prefect has and finishes
 
 Work younger than `reconcile_grace_seconds` is left alone: the run about to take it (the review run ingest is
 starting, the publish of a sign-off just given) may not be visible yet. The store keeps times in UTC; SQLite
-gives them back without a zone, PostgreSQL with one, so every time read here goes through `as_utc`.
+gives them back without a zone, PostgreSQL with one, so every time read here goes through `grants.as_utc`.
 """
 
 from __future__ import annotations
@@ -23,9 +23,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from rongmei.core.settings import ReviewStage, Settings
-from rongmei.core.states import LIVE_STATES, DeliveryState, ItemState
+from rongmei.core.states import DONE_STATES, LIVE_STATES, DeliveryState, ItemState
 from rongmei.delivery.gate import refusal_reason
-from rongmei.delivery.plan import embargoed_until
+from rongmei.delivery.grants import as_utc
+from rongmei.delivery.leases import lease_is_live
+from rongmei.delivery.plan import delivery_plan, embargoed_until
 from rongmei.storage.snapshots import VersionSnapshot
 from rongmei.storage.store import Store
 from rongmei.storage.tables import Delivery, Item, LedgerEntry, SignOff, Version
@@ -33,7 +35,7 @@ from rongmei.storage.tables import Delivery, Item, LedgerEntry, SignOff, Version
 __all__ = [
     "ABANDONED", "CHECKED_AT", "CHECKS", "DEAD_RUN", "KEEP", "KINDS", "PUBLISH", "RETRACTION", "REVIEW",
     "SCHEDULE_TOLERANCE", "STALE_RUN", "UNCONFIRMED", "RunVerdict",
-    "Stranded", "as_utc", "next_check_at", "pending_stages", "review_run_verdict", "scheduled_run_verdict",
+    "Stranded", "next_check_at", "pending_stages", "review_run_verdict", "scheduled_run_verdict",
     "stranded_in_store"
 ]
 
@@ -72,26 +74,20 @@ class Stranded:
     flow_run_id: str = ""  # problems found on the Prefect side (rongmei.runtime.reconciler)
 
 
-def as_utc(moment: datetime | None) -> datetime | None:
-    """A stored time as an aware UTC datetime (SQLite drops the zone, PostgreSQL keeps it)."""
-    if moment is None:
-        return None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
 def stranded_in_store(store: Store, settings: Settings, *, now: datetime | None = None,
                       item_ids: Collection[str] | None = None) -> list[Stranded]:
     """Every piece of work the store says is waiting for a run, oldest kinds of trouble first."""
     now = now or datetime.now(UTC)
     settled_before = now - timedelta(seconds=settings.reconcile_grace_seconds)
     with store.session() as session:
+        waiting, half_released = _waiting_for_review_or_release(session, settings, now, settled_before, item_ids)
         found = [
-            *_waiting_for_review_or_release(session, settings, now, settled_before, item_ids),
+            *waiting,
             *_abandoned_deliveries(session, settings, now, item_ids),
             *_unconfirmed_due(session, settings, now, item_ids),
             *_unfinished_retractions(session, settings, now, item_ids),
         ]
-    return found
+    return [*found, *_not_released_everywhere(store, settings, half_released)]
 
 
 def _only(query: Any, column: Any, item_ids: Collection[str] | None) -> Any:
@@ -120,21 +116,24 @@ def pending_stages(session: Session, settings: Settings, versions: Iterable[Vers
 
 
 def _approved_at(session: Session, version_id: int) -> datetime | None:
-    return as_utc(session.scalar(select(func.max(SignOff.signed_at)).where(SignOff.version_id == version_id)))
+    signed_at = session.scalar(select(func.max(SignOff.signed_at)).where(SignOff.version_id == version_id))
+    return as_utc(signed_at) if signed_at is not None else None
 
 
-def _waiting_for_review_or_release(session: Session, settings: Settings, now: datetime, settled_before: datetime,
-                                   item_ids: Collection[str] | None) -> list[Stranded]:
+def _waiting_for_review_or_release(
+    session: Session, settings: Settings, now: datetime, settled_before: datetime, item_ids: Collection[str] | None,
+) -> tuple[list[Stranded], list[tuple[VersionSnapshot, set[tuple[str, str, str]]]]]:
     """Versions in review (or approved, but whose sign-offs no longer cover what they hold), and approved
     versions that pass the gate but have no delivery at all. (A version in review is its item's newest: ingest
     supersedes the older ones; an approved older one may still go out, at its embargo, while a newer one is in
-    review, which the gate decides.)"""
+    review, which the gate decides.) Also returned: the approved versions that have some deliveries, with them,
+    for `_not_released_everywhere` (its plan opens sessions of its own)."""
     query = select(Version).where(Version.state.in_((ItemState.in_review, ItemState.approved))).order_by(Version.id)
     versions = list(session.scalars(_only(query, Version.item_id, item_ids)))
     stages = pending_stages(session, settings, versions)
     with_deliveries = set(session.scalars(select(Delivery.version_id).where(
         Delivery.version_id.in_([v.id for v in versions if v.state == ItemState.approved])).distinct()))
-    found = []
+    found, half_released = [], []
     for version in versions:
         stage = stages[version.id]
         if stage is not None and version.id not in with_deliveries:
@@ -151,6 +150,33 @@ def _waiting_for_review_or_release(session: Session, settings: Settings, now: da
             why = (f"{_label(version)}已签发，定于 {held.isoformat()} 发布" if held else
                    f"{_label(version)}已签发，但还没有任何渠道开始发布")
             found.append(Stranded(PUBLISH, version.item_id, version.id, version.number, why, publish_at=held))
+        elif version.state == ItemState.approved and stage is None:
+            approved_at = _approved_at(session, version.id)
+            if approved_at is None or approved_at > settled_before or refusal_reason(session, settings, version):
+                continue
+            rows = {(d.channel, d.action, d.state) for d in session.scalars(
+                select(Delivery).where(Delivery.version_id == version.id))}
+            half_released.append((VersionSnapshot.of(version), rows))
+    return found, half_released
+
+
+def _not_released_everywhere(store: Store, settings: Settings,
+                             half_released: list[tuple[VersionSnapshot, set[tuple[str, str, str]]]]) -> list[Stranded]:
+    """Approved versions whose publish run died part-way: a channel of its plan was never asked, or a channel has
+    it already but the version was never settled as published. (Only approved ones: once a run settled a version
+    as published its outcome is recorded, and a channel configured later must not receive old items.)"""
+    found = []
+    for version, rows in half_released:
+        missing = sorted(set(delivery_plan(store, settings, version)) - {(c, a) for c, a, _ in rows})
+        out = sorted(c for c, _, state in rows if state in DONE_STATES)
+        if missing:
+            why = f"{'、'.join(c for c, _ in missing)} 还没有开始发布"
+        elif out:
+            why = f"已在 {'、'.join(out)} 发出，但稿件状态没有更新为已发布"
+        else:
+            continue
+        found.append(Stranded(PUBLISH, version.item_id, version.id, version.number,
+                              f"{version.meta.title}（v{version.number}）已签发，{why}"))
     return found
 
 
@@ -165,10 +191,15 @@ def _abandoned_deliveries(session: Session, settings: Settings, now: datetime,
              .order_by(Delivery.id))
     found = []
     for delivery, version in session.execute(_only(query, Delivery.item_id, item_ids)):
-        expires = as_utc(delivery.lease_expires)
-        if delivery.state != DeliveryState.in_progress or expires is None:
+        if delivery.state == DeliveryState.in_progress and delivery.lease_expires is not None:
+            if lease_is_live(delivery, now):
+                continue
+            expires = as_utc(delivery.lease_expires)
+        else:  # between retries, or a row from before leases: judged by when it was last touched
             expires = as_utc(delivery.updated_at) + lease
-        if expires > now or refusal_reason(session, settings, version):
+            if expires > now:
+                continue
+        if refusal_reason(session, settings, version):
             continue
         holder = f"（租约持有者 {delivery.lease_holder}）" if delivery.lease_holder else ""
         found.append(Stranded(
@@ -263,9 +294,9 @@ def scheduled_run_verdict(store: Store, settings: Settings, version_id: int | No
         if (refusal := refusal_reason(session, settings, version)) is not None:
             return RunVerdict("cancel", f"{refusal}：定时发布已取消")
         held = embargoed_until(VersionSnapshot.of(version), now=now)
-    scheduled_for = as_utc(scheduled_for)
     if scheduled_for is None:
         return KEEP
+    scheduled_for = as_utc(scheduled_for)
     if held is None:
         if scheduled_for - now > SCHEDULE_TOLERANCE:
             return RunVerdict("reschedule", f"{_label(version)}已不再定时（或发布时间已过），改为立即发布")

@@ -5,7 +5,7 @@ One pass holds what the store says is waiting (rongmei.delivery.stranded) agains
 - a version in review with no live review run: a review run is started, tagged with the stage it waits for
   (the run reads that stage from the store, so no sign-off is asked or applied twice);
 - an approved version no channel was asked to take, or whose embargo run is missing: its publish run is
-  started, or scheduled at `publish_at`;
+  started, or scheduled at `publish_at`; likewise one whose publish run died part-way;
 - a delivery a dead run left in progress (expired lease) or between retries: a publish run for its version
   (deliver() takes the delivery over after asking the channel what happened);
 - an `unconfirmed` delivery: its channel is asked again, at most `reconcile_unconfirmed_per_pass` per pass and

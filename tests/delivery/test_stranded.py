@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from rongmei.core.model import SHANGHAI
 from rongmei.core.states import DeliveryState
-from rongmei.delivery.deliveries import deliver
+from rongmei.delivery.deliveries import deliver, settle_item_state
 from rongmei.delivery.retraction import mark_retracted, withdraw_from_store
 from rongmei.delivery.stranded import (
     ABANDONED,
@@ -92,13 +92,25 @@ def test_an_approved_version_is_stranded_until_a_channel_is_asked(store, setting
     signers = sign_all_stages(store, settings, version_id)
     [waiting] = found(store, settings)
     assert (waiting.kind, waiting.version_id, waiting.publish_at) == (PUBLISH, version_id, None)
-    assert deliver(store, settings, load_version(store, version_id), "web").state == "succeeded"
+    result = deliver(store, settings, load_version(store, version_id), "web")
+    assert result.state == "succeeded"
+    [unsettled] = found(store, settings)  # out on the web, but the run died before settling the version
+    assert unsettled.kind == PUBLISH and "状态没有更新" in unsettled.why
+    settle_item_state(store, load_version(store, version_id), [result])
     assert found(store, settings) == []
     # One the gate would refuse is not stranded: nothing a publish run could do for it.
     other = ingest_staged(settings, store, "unsignable", "title: 签字人停用\nauthor: 张三\nchannels: [web]")
     sign_all_stages(store, settings, other, prefix="gone")
     set_active(store, f"gone-{other}-final", False, actor="cli:test")
     assert found(store, settings) == [] and signers
+
+
+def test_an_approval_whose_publish_run_died_part_way(store, settings):
+    version_id = ingest_staged(settings, store, "part", "title: 发了一半\nauthor: 张三\nchannels: [web, wechat]")
+    sign_all_stages(store, settings, version_id, prefix="part")
+    deliver(store, settings, load_version(store, version_id), "web")  # then the run died: WeChat never asked
+    [missing] = found(store, settings)
+    assert missing.kind == PUBLISH and "wechat 还没有开始发布" in missing.why
 
 
 def test_an_embargoed_approval_is_stranded_with_its_time(store, settings):

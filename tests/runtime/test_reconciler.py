@@ -26,7 +26,7 @@ from rongmei.core.model import SHANGHAI
 from rongmei.core.states import DeliveryState
 from rongmei.delivery.deliveries import deliver
 from rongmei.delivery.retraction import retract_item_everywhere
-from rongmei.delivery.stranded import CHECKS, UNCONFIRMED
+from rongmei.delivery.stranded import CHECKED_AT, CHECKS, UNCONFIRMED
 from rongmei.review.reviewers import enroll
 from rongmei.runtime.reconciler import reconcile, stranded
 from rongmei.runtime.runs import last_heartbeats
@@ -186,7 +186,7 @@ def own_wechat(stack):
     standin = start_standin(app_id="wxrecon01", secret="recon-secret", publish_seconds=0)
     wx = settings.model_copy(update={
         "wechat": {"app_id": "wxrecon01", "app_secret": "recon-secret", "base_url": standin.base_url},
-        "reconcile_unconfirmed_per_pass": 1, "reconcile_unconfirmed_interval_minutes": 0.001})
+        "reconcile_unconfirmed_per_pass": 1})
     try:
         yield wx, store, standin
     finally:
@@ -206,7 +206,19 @@ def unconfirmed_wechat_article(settings, store, name: str) -> int:  # type: igno
     spent = settings.model_copy(update={"wechat": {**settings.wechat, "daily_poll_budget": 0}})
     result = deliver(store, spent, load_version(store, version_id), "wechat", registry=Registry({"wechat": QuickWeChat}))
     assert result.state == "unconfirmed" and "明天会继续查询结果" in result.message
+    a_day_later(store, name)
     return version_id
+
+
+def a_day_later(store, item_id: str) -> None:  # type: ignore[no-untyped-def]
+    """Move the item's deliveries, and the reconciler's last question about them, a day into the past: the
+    next question is due (what waiting for the backoff would do, without the wait)."""
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+    with store.session() as s:
+        for row in s.scalars(select(Delivery).where(Delivery.item_id == item_id)):
+            if CHECKED_AT in (row.details or {}):
+                row.details = {**row.details, CHECKED_AT: yesterday.isoformat()}
+            row.updated_at = yesterday
 
 
 def test_unconfirmed_wechat_deliveries_are_settled_on_a_budget(own_wechat):
@@ -243,12 +255,12 @@ def test_an_unconfirmed_delivery_the_channel_cannot_settle_yet_waits_longer(own_
         [row] = s.scalars(select(Delivery).where(Delivery.item_id == "rec-wx3"))
         assert (row.state, row.details[CHECKS]) == ("unconfirmed", 1)
     assert entries(store, "rec-wx3", "reconcile_checked")[0].details["checks"] == 1
-    patient = settings.model_copy(update={"reconcile_unconfirmed_interval_minutes": 10})
-    nothing_left(patient, "rec-wx3")  # asked a moment ago: not again for 20 minutes
+    nothing_left(settings, "rec-wx3")  # asked a moment ago: not again for 20 minutes
     with standin.state.lock:  # WeChat finishes publishing
         for publish in standin.state.publishes.values():
             publish["seconds_needed"] = 0
-    [settled] = reconcile(settings, item_ids=["rec-wx3"]).actions  # with the tiny interval it is due again at once
+    a_day_later(store, "rec-wx3")
+    [settled] = reconcile(settings, item_ids=["rec-wx3"]).actions
     assert "已发出" in settled.outcome
     assert deliveries(store, "rec-wx3") == [("wechat", "publish", "succeeded")]
 
@@ -266,8 +278,7 @@ def test_an_unconfirmed_delivery_that_never_went_out_is_published_again(stack, w
         transition(s, [(row, DeliveryState.in_progress)])
         transition(s, [(row, DeliveryState.unconfirmed)])
         row.updated_at = datetime.now(UTC) - timedelta(hours=1)
-    report = reconcile(settings.model_copy(update={"reconcile_unconfirmed_interval_minutes": 1}),
-                       item_ids=["rec-lost"])
+    report = reconcile(settings, item_ids=["rec-lost"])  # left an hour ago: due
     assert [a.what for a in report.actions] == ["requery", "start_publish"], report.lines()
     assert entries(store, "rec-lost", "reconciled")[0].details["state"] == "failed"
     assert await_final(UUID(report.actions[1].flow_run_id), timeout=WAIT).state.is_completed()

@@ -57,7 +57,8 @@ def test_killed_while_a_signoff_is_committed_the_stage_asks_again_and_counts_onc
         version = newsroom.store.latest_version(session, "k-signoff")
         stages = [s.stage for s in session.scalars(select(SignOff).where(SignOff.version_id == version.id))]
         entries = session.scalars(select(LedgerEntry).where(LedgerEntry.item_id == "k-signoff",
-                                                            LedgerEntry.action.in_(("signed", "approved")))).all()
+                                                            LedgerEntry.action.in_(("signed", "approved")))
+                                  .order_by(LedgerEntry.seq)).all()
     assert sorted(stages) == ["final", "first", "second"]  # 初审 counted once, not twice
     assert [e.details["stage"] for e in entries] == ["first", "second", "final"]
     check_invariants(county, wechat.state)

@@ -46,7 +46,7 @@ def test_power_cut_during_a_publish(county, desk, newsroom, wechat, cut_while_wa
     # by hand until the delivery is finished (under `rongmei up` the scheduled reconciler does this).
     wait_until(lambda: county.cli("reconcile").returncode == 0 and all(
         state == "succeeded" for state, _ in newsroom.deliveries("c-publish").values()) and
-        len(newsroom.deliveries("c-publish")) == 2, "c-publish delivered after the cut", 420, every=10,
+        len(newsroom.deliveries("c-publish")) == 2, "c-publish delivered after the cut", 600, every=10,
         diagnose=lambda: newsroom.describe("c-publish"))
     title = desk.items["c-publish"].title
     submitted, articles = wechat_articles(wechat.state)

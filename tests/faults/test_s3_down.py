@@ -30,7 +30,7 @@ def test_s3_down_during_a_publish_then_back_publishes_once(county, desk, newsroo
     # hand) finishes the delivery.
     wait_until(lambda: county.cli("reconcile").returncode == 0 and
                newsroom.deliveries("s3-down")["web"][0] == "succeeded",
-               "s3-down published once the bucket is back", 300, every=10,
+               "s3-down published once the bucket is back", 600, every=10,
                diagnose=lambda: newsroom.describe("s3-down"))
     page = site_file(county, "articles/s3-down/index.html")
     assert page is not None and desk.items["s3-down"].title in page

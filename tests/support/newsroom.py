@@ -42,7 +42,7 @@ class Newsroom:
         return f"{item_id}-{stage}"
 
     # The reviewers -----------------------------------------------------------------------------------
-    def waiting_form(self, item_id: str, key: str, timeout: float = 300) -> Any:
+    def waiting_form(self, item_id: str, key: str, timeout: float = 900) -> Any:
         """The item's review run that waits at the form `key` (whichever run that is: the reconciler may have
         started a new one), once its form can take an answer."""
         def paused() -> Any:
@@ -59,7 +59,7 @@ class Newsroom:
         return wait_until(paused, f"{item_id} waiting at the form {key}", timeout, every=0.5,
                           diagnose=lambda: self.describe(item_id))
 
-    def sign(self, item_id: str, stage: str, attempt: int = 0, timeout: float = 300) -> None:
+    def sign(self, item_id: str, stage: str, attempt: int = 0, timeout: float = 900) -> None:
         """The stage's reviewer answers the form (approve) with a fresh code."""
         key = f"{stage}-{attempt}"
         run = self.waiting_form(item_id, key, timeout)
@@ -88,7 +88,7 @@ class Newsroom:
             return {d.channel: (d.state, d.attempts) for d in session.scalars(
                 select(Delivery).where(Delivery.item_id == item_id, Delivery.action == "publish"))}
 
-    def await_published(self, item_id: str, channels: list[str], timeout: float = 300) -> dict[str, tuple[str, int]]:
+    def await_published(self, item_id: str, channels: list[str], timeout: float = 900) -> dict[str, tuple[str, int]]:
         """Until every channel's publish delivery succeeded; returns the deliveries."""
         def done() -> dict[str, tuple[str, int]] | None:
             found = self.deliveries(item_id)
@@ -103,7 +103,7 @@ class Newsroom:
                 flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[f"item:{item_id}"])))
         return [r for r in runs if r.name.startswith(prefix)]
 
-    def await_run_ended(self, item_id: str, prefix: str = "审核", timeout: float = 240) -> None:
+    def await_run_ended(self, item_id: str, prefix: str = "审核", timeout: float = 600) -> None:
         """Until Prefect shows none of the item's runs as running (the worker reported the killed one)."""
         def ended() -> bool:
             return not any(r.state is not None and r.state.is_running() for r in self.runs(item_id, prefix))
@@ -111,7 +111,7 @@ class Newsroom:
         wait_until(ended, f"{item_id}: no {prefix} run running", timeout, every=0.5,
                    diagnose=lambda: self.describe(item_id))
 
-    def await_leases_expired(self, item_id: str, timeout: float = 240) -> None:
+    def await_leases_expired(self, item_id: str, timeout: float = 600) -> None:
         """Until no delivery of the item is held by a live lease (its run died; the lease ran out)."""
         from datetime import UTC, datetime
 

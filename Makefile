@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: up test lint bench setup setup-test clean-data
+.PHONY: up test test-faults lint bench setup setup-test clean-data
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,9 +20,14 @@ setup-test: $(BIN)/python
 up: setup
 	$(BIN)/rongmei up
 
+# The fault-injection scenarios (tests/faults/, marker `faults`) are not in the default run yet: on a busy 2-core
+# machine they take longer than CI allows (issue 13 stays open for that). `make test-faults` runs them.
 test: setup-test
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not faults"
+
+test-faults: setup-test
+	$(BIN)/python -m pytest -m faults tests/faults
 
 lint: setup-test
 	$(BIN)/ruff check .

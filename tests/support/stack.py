@@ -15,7 +15,7 @@ from pathlib import Path
 from rongmei.core.settings import Settings
 from rongmei.runtime.pgcluster import LOCATION_FILE, PrivateCluster, cluster_for
 from tests.support.paths import ROOT
-from tests.support.waiting import ANSWER_TIMEOUT
+from tests.support.waiting import PATIENCE
 
 
 @contextlib.contextmanager
@@ -88,7 +88,7 @@ class PrefectStack:
     def stop_process(self, name: str) -> None:
         proc = self.stack.processes.pop(name)
         proc.terminate()
-        proc.wait(timeout=ANSWER_TIMEOUT)
+        proc.wait(timeout=PATIENCE)  # stopping cleanly takes a while on a busy machine
 
     def restart_all(self) -> None:
         """Worker first, then the server, as `rongmei up` stops them; then both again."""

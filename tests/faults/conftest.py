@@ -117,50 +117,59 @@ class Prepared:
     title: str
     channels: tuple[str, ...]
     signed: tuple[str, ...]  # the stages signed before the scenario starts
+    module: str  # the scenario module that needs it: only the items of collected modules are prepared
     video: bool = False
 
 
+BOTH, SIGNED = ("web", "wechat"), ("first", "second")
 # Every county scenario's item: dropped together, signed in rounds (`desk`).
 ITEMS: dict[str, Prepared] = {
-    "r-video": Prepared("渲染中断的视频", ("web",), (), video=True),
-    "k-signoff": Prepared("签字提交时中断", ("web",), ()),
-    "p-claim": Prepared("领取发送后中断", ("web", "wechat"), ("first", "second")),
-    "p-record": Prepared("渠道答复后中断", ("web", "wechat"), ("first", "second")),
-    "w-poll": Prepared("查询发表结果时中断", ("wechat",), ("first", "second")),
-    "w-submit": Prepared("提交发表后中断", ("wechat",), ("first", "second")),
-    "t-token": Prepared("令牌过期", ("wechat",), ("first", "second")),
-    "t-quota": Prepared("查询额度用尽", ("wechat",), ("first", "second")),
-    "t-timeout": Prepared("提交发表超时", ("wechat",), ("first", "second")),
-    "t-audit": Prepared("发表审核未通过", ("wechat",), ("first", "second")),
-    "s3-down": Prepared("存储桶中断", ("web",), ("first", "second")),
-    "f-restart": Prepared("终审时重启服务器", ("web", "wechat"), ("first", "second")),
-    "s-wait": Prepared("复审等待时断电", ("web", "wechat"), ("first",)),
-    "c-publish": Prepared("发布途中断电", ("web", "wechat"), ("first", "second")),
+    "r-video": Prepared("渲染中断的视频", ("web",), (), "test_flow_run_kills", video=True),
+    "k-signoff": Prepared("签字提交时中断", ("web",), (), "test_flow_run_kills"),
+    "p-claim": Prepared("领取发送后中断", BOTH, SIGNED, "test_flow_run_kills"),
+    "p-record": Prepared("渠道答复后中断", BOTH, SIGNED, "test_flow_run_kills"),
+    "w-poll": Prepared("查询发表结果时中断", ("wechat",), SIGNED, "test_flow_run_kills"),
+    "w-submit": Prepared("提交发表后中断", ("wechat",), SIGNED, "test_flow_run_kills"),
+    "t-token": Prepared("令牌过期", ("wechat",), SIGNED, "test_wechat_faults"),
+    "t-quota": Prepared("查询额度用尽", ("wechat",), SIGNED, "test_wechat_faults"),
+    "t-timeout": Prepared("提交发表超时", ("wechat",), SIGNED, "test_wechat_faults"),
+    "t-audit": Prepared("发表审核未通过", ("wechat",), SIGNED, "test_wechat_faults"),
+    "s3-down": Prepared("存储桶中断", ("web",), SIGNED, "test_s3_down"),
+    "f-restart": Prepared("终审时重启服务器", BOTH, SIGNED, "test_prefect_restart"),
+    "s-wait": Prepared("复审等待时断电", BOTH, ("first",), "test_power_cuts"),
+    "c-publish": Prepared("发布途中断电", BOTH, SIGNED, "test_power_cuts"),
 }
 
 
 @dataclass
 class Desk:
     items: dict[str, Prepared]
-    transcoding_run: Process  # the review run held in the video's transcode
+    transcoding_run: Process | None  # the review run held in the video's transcode
     encoders: list[Process]  # its ffmpeg processes, frozen (SIGSTOP) so that they cannot finish meanwhile
 
 
 @pytest.fixture(scope="package")
-def desk(county: FaultSystem, newsroom: Newsroom, tmp_path_factory: pytest.TempPathFactory) -> Desk:
-    """All items in, each waiting at the form its scenario starts from. The video's transcode is held there,
-    with its encoder frozen, for the renditions scenario (so its fault point is armed before anything is
-    dropped, and the hold is watched closely: the encoder would finish on its own in a few seconds)."""
-    county.arm("renditions.transcode", "hold")
+def desk(county: FaultSystem, newsroom: Newsroom, tmp_path_factory: pytest.TempPathFactory,
+         request: pytest.FixtureRequest) -> Desk:
+    """The items of the collected scenarios in, each waiting at the form its scenario starts from. The video's
+    transcode is held there, with its encoder frozen, for the renditions scenario (so its fault point is armed
+    before anything is dropped, and the hold is watched closely: the encoder would finish on its own soon)."""
+    modules = {item.module.__name__.rpartition(".")[2] for item in request.session.items if item.module}
+    items = {item_id: item for item_id, item in ITEMS.items() if item.module in modules}
+    video = any(item.video for item in items.values())
+    if video:
+        county.arm("renditions.transcode", "hold")
     clip = make_video(tmp_path_factory.mktemp("media") / "video.mp4", seconds=20.0)
-    for item_id, item in ITEMS.items():
+    for item_id, item in items.items():
         files = {"video.mp4": clip.read_bytes()} if item.video else None
         newsroom.drop(item_id, item.title, list(item.channels), files=files, kind="video" if item.video else "article")
-    run = county.await_reached("renditions.transcode", timeout=600, every=0.02)
-    encoders = children_named(run.pid, "ffmpeg")
-    freeze(encoders)
+    run, encoders = None, []
+    if video:
+        run = county.await_reached("renditions.transcode", timeout=900, every=0.02)
+        encoders = children_named(run.pid, "ffmpeg")
+        freeze(encoders)
     for stage in ("first", "second"):
-        for item_id, item in ITEMS.items():
+        for item_id, item in items.items():
             if stage in item.signed:
                 newsroom.sign(item_id, stage)
-    return Desk(ITEMS, run, encoders)
+    return Desk(items, run, encoders)

@@ -28,7 +28,7 @@ def sign_through(newsroom: Newsroom, item_id: str, stages: tuple[str, ...] = ("f
 
 def test_killed_during_the_transcode_no_encoder_is_left_and_the_video_goes_out(county, desk, newsroom, wechat):
     run, encoders = desk.transcoding_run, desk.encoders
-    assert encoders, "the review run held in the transcode has no ffmpeg child: nothing to check"
+    assert run is not None and encoders, "the review run held in the transcode has no ffmpeg child: nothing to check"
     county.kill(run)
     # The encoder of a dead run must not go on writing (for a long video: minutes of CPU, and a file the next
     # run writes too). It is frozen, so only the kernel's parent-death signal can end it.

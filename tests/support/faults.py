@@ -31,7 +31,7 @@ from rongmei.core.settings import Settings
 from tests.support.drops import write_drop
 from tests.support.environment import free_port
 from tests.support.paths import ROOT
-from tests.support.processes import Process, descendants, kill_tree, wait_gone
+from tests.support.processes import Process, descendants, dies_with_this_process, kill_tree, wait_gone
 
 __all__ = ["READY_LINE", "WECHAT_APP_ID", "WECHAT_SECRET", "FaultSystem", "wait_until"]
 
@@ -107,7 +107,7 @@ class FaultSystem:
             out.write(f"\n===== start {self.starts + 1} =====\n".encode())
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "rongmei.cli.commands", "up", "--no-samples"], env=self.env, cwd=ROOT,
-                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+                stdout=out, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=dies_with_this_process())
         self.starts += 1
 
         def ready() -> bool:

@@ -6,12 +6,17 @@ Linux only (the suite runs there): `/proc/<pid>/stat` gives each process's paren
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["Process", "alive", "children_named", "descendants", "freeze", "kill_tree", "processes", "wait_gone"]
+__all__ = [
+    "Process", "alive", "children_named", "descendants", "dies_with_this_process", "freeze", "kill_tree", "processes",
+    "wait_gone"
+]
 
 
 def processes() -> dict[int, tuple[int, str]]:
@@ -125,3 +130,16 @@ def wait_gone(pids: set[int], timeout: float = 60) -> None:
                                  f"{sorted(p for p in pids if alive(p))}")
         time.sleep(0.1)
 
+
+
+def dies_with_this_process(signum: int = signal.SIGTERM) -> Callable[[], None]:
+    """A `preexec_fn`: the child gets `signum` when this process dies, however it dies (a test runner killed by
+    its CI job must not leave a `rongmei up` behind; SIGTERM lets it stop what it started)."""
+    prctl, parent, number = ctypes.CDLL(None, use_errno=True).prctl, os.getpid(), int(signum)
+
+    def arrange() -> None:
+        prctl(1, number)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return arrange
